@@ -1,0 +1,156 @@
+"""`compressor` command line. Heavy imports (torch, textual) happen inside commands so --help stays fast."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from compressor.errors import CompressorError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Train neural networks the Bayesian way and prune them structurally in the same run.",
+)
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override a recipe key: KEY=VALUE (YAML-typed)")]
+
+
+def fail(message: str, code: int) -> None:
+    typer.echo(f"error: {message}" if "\n" not in message else message, err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def friendly_errors() -> Iterator[None]:
+    """Expected failures become one line per problem and a distinct exit code — never a traceback."""
+    try:
+        yield
+    except CompressorError as exc:
+        lines = getattr(exc, "problems", None) or [str(exc)]
+        for line in lines:
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+    except MemoryError:
+        typer.echo("error: out of memory; lower train.batch_size or data.limit", err=True)
+        raise typer.Exit(1) from None
+    except OSError as exc:
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
+    except (typer.Exit, typer.Abort, SystemExit):
+        raise
+    except Exception as exc:  # the last line of defence: still one line, with how to get details
+        if os.environ.get("COMPRESSOR_DEBUG"):
+            raise
+        typer.echo(f"error: internal error ({exc.__class__.__name__}: {exc}); "
+                   "rerun with COMPRESSOR_DEBUG=1 for a traceback", err=True)
+        raise typer.Exit(1) from None
+
+
+class StopFlag:
+    """SIGINT/SIGTERM ask the engine to stop after the current step; a second Ctrl-C aborts at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        typer.echo("\nstopping after this step (Ctrl-C again to abort without a checkpoint)…", err=True)
+
+    def __enter__(self) -> StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+@app.command()
+def train(
+    recipe: Annotated[Path, typer.Argument(help="recipe YAML file")],
+    set_: SetOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="folder that receives the run directory")] = Path("runs"),
+    name: Annotated[str | None, typer.Option("--name", help="run name (default: recipe name)")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
+    no_tui: Annotated[bool, typer.Option("--no-tui", help="plain progress output instead of the dashboard")] = False,
+    resume: Annotated[Path | None, typer.Option("--resume", help="continue this run directory")] = None,
+) -> None:
+    """Train a recipe; the last line printed is the run directory."""
+    with friendly_errors():
+        from compressor.recipe import load_recipe
+
+        if device not in ("auto", "cpu", "cuda"):
+            fail(f"--device: expected auto, cpu or cuda, got '{device}'", 2)
+        if resume is not None:
+            if not (resume / "checkpoints" / "last.pt").is_file():
+                fail(f"{resume}: no checkpoint to resume (expected {resume / 'checkpoints' / 'last.pt'})", 3)
+            rec = None
+        else:
+            rec = load_recipe(recipe, set_ or [])
+            if name:
+                rec.name = name
+        from compressor.engine.trainer import run
+        from compressor.sinks.console import ConsoleSink
+
+        sink = ConsoleSink()
+        with StopFlag() as stop, sink:
+            run_dir = run(rec, sink, stop, out_dir=out, device=None if device == "auto" else device, resume=resume)
+        if stop.signum is not None:
+            typer.echo(f"stopped; resume with: compressor train {recipe} --resume {run_dir}", err=True)
+            typer.echo(str(run_dir))
+            raise typer.Exit(128 + stop.signum)
+        typer.echo(str(run_dir))
+
+
+@app.command("eval")
+def eval_(
+    run_dir: Annotated[Path, typer.Argument(help="run directory")],
+    set_: SetOpt = None,
+    device: Annotated[str, typer.Option("--device")] = "auto",
+) -> None:
+    """Evaluate a run's last checkpoint on its evaluation split (accuracy, NLL, ECE, Brier)."""
+    with friendly_errors():
+        from compressor.engine.evaluate import evaluate_run
+        from compressor.sinks.console import print_metrics
+
+        result = evaluate_run(run_dir, set_ or [], device)
+        print_metrics(result)
+
+
+@app.command()
+def recipes() -> None:
+    """List the bundled recipes, one line each."""
+    for path in sorted(RECIPES_DIR.glob("*.yaml")):
+        first = path.read_text(encoding="utf-8").splitlines()[:1]
+        desc = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
+        typer.echo(f"{str(path.relative_to(RECIPES_DIR.parent)):<36} {desc}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

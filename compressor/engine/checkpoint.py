@@ -1,0 +1,66 @@
+"""Checkpoints: atomic writes, a SHA-256 over the payload, and loading with `weights_only=True`.
+
+The payload (plain dicts, tensors and numbers only) is serialised once, hashed, and stored as a uint8
+tensor next to its digest; a truncated or altered file fails the hash and is refused. Each save keeps
+the previous good checkpoint as `previous.pt`, so a crash mid-write never leaves a run without one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from compressor.errors import RunDirError
+
+FORMAT = 1
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save to a temp file in the same folder, fsync, then os.replace: readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(payload: dict[str, Any], path: Path, *, keep_previous: bool = True) -> None:
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    blob = buf.getvalue()
+    wrapped = {
+        "format": FORMAT,
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "payload": torch.frombuffer(bytearray(blob), dtype=torch.uint8),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if keep_previous and path.exists():
+        os.replace(path, path.with_name("previous.pt"))
+    atomic_torch_save(wrapped, path)
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and verify; raise RunDirError with a one-line reason for a missing, truncated or altered file."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunDirError(f"{path}: checkpoint not found")
+    try:
+        wrapped = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated/garbage files
+        raise RunDirError(f"{path}: unreadable checkpoint ({exc.__class__.__name__}); "
+                          "it may be truncated — previous.pt beside it is the last good one") from None
+    if not isinstance(wrapped, dict) or wrapped.get("format") != FORMAT or "payload" not in wrapped:
+        raise RunDirError(f"{path}: not a compressor checkpoint")
+    blob = wrapped["payload"].numpy().tobytes()
+    if hashlib.sha256(blob).hexdigest() != wrapped.get("sha256"):
+        raise RunDirError(f"{path}: checksum mismatch, the checkpoint was altered or truncated; "
+                          "previous.pt beside it is the last good one")
+    return torch.load(io.BytesIO(blob), map_location=map_location, weights_only=True)

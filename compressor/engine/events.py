@@ -1,0 +1,111 @@
+"""Plain dataclass events: the engine's only way of talking to sinks (jsonl, console, dashboard)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass
+class Event:
+    kind: ClassVar[str] = "event"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": self.kind, **dataclasses.asdict(self)}
+
+
+@dataclass
+class RunStarted(Event):
+    kind: ClassVar[str] = "run_started"
+    run_dir: str
+    name: str
+    model: str
+    dataset: str
+    method: str
+    device: str
+    epochs: int
+    steps_per_epoch: int
+    n_train: int
+    n_val: int
+    params: int
+    macs_dense: float
+    recipe: dict[str, Any]
+    start_epoch: int = 0
+    resumed: bool = False
+
+
+@dataclass
+class StepDone(Event):
+    kind: ClassVar[str] = "step"
+    epoch: int
+    step: int
+    global_step: int
+    total_steps: int
+    loss: float
+    accuracy: float
+    lr: float
+    images_per_second: float
+
+
+@dataclass
+class EpochEnd(Event):
+    kind: ClassVar[str] = "epoch"
+    epoch: int
+    epochs: int
+    train_loss: float
+    train_accuracy: float
+    lr: float
+    seconds: float
+    images_per_second: float
+    eval: dict[str, Any]
+    sparsity: dict[str, Any]
+    optimizer: dict[str, Any] = field(default_factory=dict)
+    bma: dict[str, Any] | None = None
+
+
+@dataclass
+class Pruned(Event):
+    kind: ClassVar[str] = "pruned"
+    epoch: int
+    global_step: int
+    newly_pruned: int
+    pruned_groups: int
+    total_groups: int
+    channel_sparsity: float
+    layers: list[dict[str, Any]]
+    reason: str = ""
+
+
+@dataclass
+class EStep(Event):
+    kind: ClassVar[str] = "estep"
+    epoch: int
+    global_step: int
+    pi: float
+    spiked: int
+    total_groups: int
+    spike_cost_fraction: float
+
+
+@dataclass
+class SampleCollected(Event):
+    kind: ClassVar[str] = "sample"
+    epoch: int
+    samples: int
+    bma: dict[str, Any]
+
+
+@dataclass
+class Log(Event):
+    kind: ClassVar[str] = "log"
+    level: str
+    message: str
+
+
+@dataclass
+class RunFinished(Event):
+    kind: ClassVar[str] = "run_finished"
+    run_dir: str
+    summary: dict[str, Any]
+    stopped_early: bool = False

@@ -1,0 +1,316 @@
+"""Recipe schema (pydantic v2, extra="forbid") and the YAML loader with file:line error messages.
+
+A recipe is validated data: every problem is reported at once, each as one line naming the file, the
+line, the dotted key and the reason, so a user fixes a recipe in one pass instead of one crash per key.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from compressor.errors import RecipeError
+
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "npz")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    """Architecture; extra builder options (e.g. `hidden` for mlp, `depth`/`widen` for wrn) go in `options`."""
+
+    name: str = Field(description="registered model name, see `compressor recipes --models`")
+    hidden: list[Annotated[int, Field(gt=0)]] | None = Field(None, description="mlp hidden sizes")
+    options: dict[str, Any] = Field(default_factory=dict, description="extra keyword options of the builder")
+
+
+class DataConfig(Section):
+    name: str = Field(description="digits | cifar10 | cifar100 | imagefolder | npz")
+    root: str | None = Field(None, description="dataset folder, or the .npz file for npz")
+    limit: int | None = Field(None, gt=0, description="use at most this many training examples")
+    val_limit: int | None = Field(None, gt=0, description="use at most this many evaluation examples")
+    val_split: float = Field(0.1, gt=0.0, lt=1.0, description="held-out fraction when there is no eval split")
+    augment: bool | None = Field(None, description="None = the dataset's default augmentation")
+    download: bool = Field(False, description="cifar: download with torchvision (needs network)")
+    image_size: int | None = Field(None, gt=0, description="imagefolder: resize to this size (default 224)")
+    cache: bool | None = Field(None, description="imagefolder: decode all images into memory once")
+    workers: int | None = Field(None, ge=0, description="DataLoader workers; None = chosen for the device")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in DATASETS:
+            raise ValueError(f"unknown dataset '{v}' (known: {', '.join(DATASETS)})")
+        return v
+
+
+class SGDConfig(Section):
+    """Dense baseline: SGD with momentum and a cosine or step schedule."""
+
+    name: Literal["sgd"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    milestones: list[int] = Field(default_factory=lambda: [], description="step schedule: epochs")
+    gamma: float = Field(0.1, gt=0, le=1)
+    decay_bn: bool = Field(False, description="apply weight decay to BatchNorm and bias parameters")
+
+
+Temperature = float | Literal["1/N", "1/sqrt(N)"]
+
+
+class AVBConfig(Section):
+    """Adaptive variational-Bayes optimizer = preconditioned SGHMC (SPEC section 1)."""
+
+    name: Literal["avb"] = "avb"
+    lr: float = Field(0.1, gt=0, description="C2_0: base value of the step-size schedule")
+    beta1: float = Field(0.9, ge=0, lt=1, description="momentum retention (paper default 0.1)")
+    beta2: float = Field(1.0, gt=0)
+    eta: float = Field(0.1, gt=0, description="mirror-descent rate of the preconditioner")
+    weight_decay: float = Field(5e-4, ge=0, description="lambda1, slab precision per datum")
+    temperature: Temperature = Field("1/N", description="1/N (cold), 1/sqrt(N) or a number")
+    schedule: Literal["cyclical", "cosine", "constant"] = "cyclical"
+    cycles: int = Field(1, ge=1)
+    samples_per_cycle: int = Field(1, ge=0, description="posterior samples = last epochs of each cycle")
+    prior_on_bn: bool = Field(False, description="also put prior and noise on BatchNorm/bias parameters")
+
+    @field_validator("temperature")
+    @classmethod
+    def _positive(cls, v: Temperature) -> Temperature:
+        if isinstance(v, float) and v <= 0:
+            raise ValueError("temperature must be positive, '1/N' or '1/sqrt(N)'")
+        return v
+
+
+class EMMCMCConfig(AVBConfig):
+    """The AVB optimizer plus the spike-and-slab group prior with E-step and hard pruning (SPEC section 2)."""
+
+    name: Literal["emmcmc"] = "emmcmc"  # type: ignore[assignment]
+    lambda0: float = Field(0.05, gt=0, description="spike precision per datum (large decay)")
+    pi: float = Field(0.5, gt=0, lt=1, description="prior slab probability")
+    update_pi: bool = Field(False, description="pi <- mean of the slab probabilities after each E-step")
+    estep: Literal["soft", "hard"] = "soft"
+    warmup_epochs: int = Field(1, ge=0, description="E-steps start after this many epochs")
+    estep_every: int | None = Field(None, gt=0, description="E-step every K steps (None: each epoch)")
+
+    @model_validator(mode="after")
+    def _spike_larger(self) -> EMMCMCConfig:
+        if self.lambda0 <= self.weight_decay:
+            raise ValueError("lambda0 (spike) must be larger than weight_decay (slab)")
+        return self
+
+
+MethodConfig = Annotated[SGDConfig | AVBConfig | EMMCMCConfig, Field(discriminator="name")]
+
+
+class TrainConfig(Section):
+    epochs: int = Field(10, gt=0)
+    batch_size: int = Field(128, gt=0)
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = Field(False, description="bf16 autocast on CUDA")
+    channels_last: bool = Field(False, description="channels_last memory format on CUDA")
+    log_every: int = Field(20, gt=0, description="emit a step event every this many steps")
+
+
+class PruneConfig(Section):
+    granularity: Literal["channel", "kernel", "neuron", "feature"] = "channel"
+    target: float | None = Field(None, gt=0, lt=1, description="fraction to remove (None: prior decides)")
+    target_kind: Literal["macs", "params", "channels"] = "macs"
+    start_epoch: int | None = Field(None, ge=0, description="spike ramp start (default: method warmup)")
+    target_epoch: int | None = Field(None, ge=1, description="epoch by which the target is met")
+    hard_threshold: float = Field(1e-4, ge=0, description="statistic below which a spiked group is removed")
+
+
+class EvalConfig(Section):
+    batch_size: int = Field(512, gt=0)
+    bins: int = Field(15, ge=2, description="ECE: equal-width top-label confidence bins")
+
+
+class Recipe(Section):
+    name: str | None = Field(None, description="run name (default: the recipe file's stem)")
+    model: ModelConfig
+    data: DataConfig
+    method: MethodConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _prune_fits(self) -> Recipe:
+        if self.prune.target_epoch is not None and self.prune.target_epoch > self.train.epochs:
+            raise ValueError(f"prune.target_epoch ({self.prune.target_epoch}) exceeds train.epochs ({self.train.epochs})")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def _line_index(node: yaml.Node, path: tuple[str, ...] = (), out: dict | None = None) -> dict:
+    """Map dotted key paths to 1-based YAML line numbers, so errors can point at the line."""
+    out = {} if out is None else out
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            sub = path + (str(key.value),)
+            out[sub] = key.start_mark.line + 1
+            _line_index(value, sub, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_index(item, path + (str(i),), out)
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b=value` -> (["a", "b"], YAML-typed value)."""
+    if "=" not in text:
+        raise RecipeError(f"--set {text}: expected KEY=VALUE (e.g. train.epochs=5)")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise RecipeError(f"--set {text}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> tuple[dict, dict[tuple[str, ...], str]]:
+    data = copy.deepcopy(data)
+    origin: dict[tuple[str, ...], str] = {}
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            elif not isinstance(nxt, dict):
+                raise RecipeError(f"--set {text}: '{'.'.join(parts[: i + 1])}' is not a section")
+            node = nxt
+        node[parts[-1]] = value
+        origin[tuple(parts)] = f"--set {text}"
+    return data, origin
+
+
+def _format_errors(err: ValidationError, where: str, lines: dict, origin: dict) -> list[str]:
+    problems = []
+    for e in err.errors():
+        loc = tuple(str(p) for p in e["loc"])
+        # pydantic puts the union tag in the path (method.emmcmc.beta1): drop it for the user's dotted key
+        if len(loc) > 1 and loc[0] == "method" and loc[1] in ("sgd", "avb", "emmcmc"):
+            loc = (loc[0],) + loc[2:]
+        key = ".".join(loc) or "(top level)"
+        src = next((origin[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in origin), None)
+        if src is None:
+            line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
+            src = f"{where}:{line}" if line else where
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        problems.append(f"{src}: {key}: {msg}")
+    return problems
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe; raise RecipeError with one line per problem."""
+    path = Path(path)
+    where = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"{where}: recipe file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{where}: cannot read recipe ({exc.__class__.__name__}: {exc})") from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"{where}{line}: YAML syntax error: {reason}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where}:1: the recipe must be a mapping with sections model, data, method, train")
+    lines = _line_index(node) if node is not None else {}
+    data, origin = apply_overrides(data, overrides or [])
+    return validate_recipe(data, where=where, lines=lines, origin=origin, default_name=path.stem)
+
+
+def validate_recipe(
+    data: dict,
+    *,
+    where: str = "<recipe>",
+    lines: dict | None = None,
+    origin: dict | None = None,
+    default_name: str | None = None,
+) -> Recipe:
+    lines, origin = lines or {}, origin or {}
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError(_format_errors(err, where, lines, origin)) from None
+    problems = _check_names(recipe, where, lines, origin)
+    if problems:
+        raise RecipeError(problems)
+    if recipe.name is None and default_name:
+        recipe.name = default_name
+    return recipe
+
+
+def _check_names(recipe: Recipe, where: str, lines: dict, origin: dict) -> list[str]:
+    """Checks that need the registries (model names and options, data paths) — still before any training."""
+    from compressor.models import UnknownModelError, list_models, model_options
+
+    def at(*key: str) -> str:
+        if key in origin:
+            return origin[key]
+        line = next((lines[key[:i]] for i in range(len(key), -1, -1) if key[:i] in lines), None)
+        return f"{where}:{line}" if line else where
+
+    problems = []
+    if recipe.model.name not in list_models():
+        problems.append(f"{at('model', 'name')}: model.name: unknown model '{recipe.model.name}' "
+                        f"(known: {', '.join(list_models())})")
+    else:
+        try:
+            allowed = model_options(recipe.model.name)
+        except UnknownModelError as exc:
+            allowed, _ = set(), problems.append(f"{at('model', 'name')}: model.name: {exc}")
+        if recipe.model.hidden is not None and "hidden" not in allowed:
+            problems.append(f"{at('model', 'hidden')}: model.hidden: not an option of '{recipe.model.name}'")
+        for key in recipe.model.options:
+            if key not in allowed:
+                problems.append(f"{at('model', 'options', key)}: model.options.{key}: not an option of "
+                                f"'{recipe.model.name}' (options: {', '.join(sorted(allowed)) or 'none'})")
+    d = recipe.data
+    if d.name in ("cifar10", "cifar100", "imagefolder", "npz"):
+        if d.root is None:
+            problems.append(f"{at('data', 'name')}: data.root: required for dataset '{d.name}'")
+        elif not Path(d.root).expanduser().exists() and not (d.download and d.name.startswith("cifar")):
+            problems.append(f"{at('data', 'root')}: data.root: path does not exist: {d.root}")
+        elif d.name == "npz" and not Path(d.root).expanduser().is_file():
+            problems.append(f"{at('data', 'root')}: data.root: npz data needs a .npz file, got a folder: {d.root}")
+    if recipe.prune.target is not None and recipe.method.name == "sgd":
+        problems.append(f"{at('prune', 'target')}: prune.target: method 'sgd' does not prune (use emmcmc)")
+    return problems
+
+
+def resolved_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)
