@@ -214,11 +214,18 @@ def _format_errors(err: ValidationError, where: str, lines: dict, origin: dict) 
             loc = (loc[0],) + loc[2:]
         key = ".".join(loc) or "(top level)"
         src = next((origin[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in origin), None)
+        src = src or next((v for k, v in origin.items() if k[: len(loc)] == loc), None)
         if src is None:
             line = next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), None)
             src = f"{where}:{line}" if line else where
         msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
+        if e["type"] == "union_tag_invalid":
+            loc = loc + ("name",)
+            key = ".".join(loc)
+            src = origin.get(loc) or (f"{where}:{lines[loc]}" if loc in lines else src)
+            ctx = e.get("ctx", {})
+            msg = f"unknown method '{ctx.get('tag')}' (known: {ctx.get('expected_tags', '').replace(chr(39), '')})"
+        elif e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif e["type"] == "missing":
             msg = "required key is missing"

@@ -96,6 +96,14 @@ class Method(ABC):
     def diagnostics(self) -> dict[str, float]:
         return {}
 
+    def pruned_spec(self) -> dict[str, Any] | None:
+        """Which channels are physically removable, in the plain form `prune.shrink.rebuild` re-applies."""
+        if self.groups is None or self.pruned is None:
+            return None
+        from compressor.prune.shrink import pruned_spec
+
+        return pruned_spec(self.groups, self.pruned)
+
     # -- persistence ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"optimizer": self.optimizer.state_dict()}

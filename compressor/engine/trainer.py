@@ -180,19 +180,24 @@ def _train(recipe: Recipe, dev: torch.device, run_dir: Path, emit: OnEvent, shou
     for warning in getattr(s.data, "warnings", []):
         emit(Log(level="warning", message=warning))
 
-    def save(epoch: int, step_in_epoch: int) -> None:
-        save_checkpoint({
+    def save(epoch: int, step_in_epoch: int, best: bool = False) -> None:
+        payload = {
             "model": model.state_dict(), "method": method.state_dict(), "recipe": recipe.to_dict(),
             "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
             "train_seconds": train_seconds, "images_seen": images_seen, "partial": dict(partial),
             "rng_torch": torch.get_rng_state(), "dataset_size": ctx.n_train, "last_bma": last_bma,
-        }, run_dir / "checkpoints" / "last.pt")
+            "best_accuracy": best_accuracy, "pruned_spec": method.pruned_spec(),
+        }
+        save_checkpoint(payload, run_dir / "checkpoints" / "last.pt")
+        if best:
+            save_checkpoint(payload, run_dir / "checkpoints" / "best.pt", keep_previous=False)
 
     def predict() -> tuple[torch.Tensor, torch.Tensor]:
         return M.predict_probs(model, s.val_loader, dev, amp=amp, channels_last=channels_last)
 
     last_eval: dict[str, Any] = {}
     last_bma: dict[str, Any] | None = state.get("last_bma") if state else None
+    best_accuracy: float = state.get("best_accuracy", -1.0) if state else -1.0
     stopped = False
     log_every = cfg.log_every
     for epoch in range(start_epoch, cfg.epochs):
@@ -269,7 +274,9 @@ def _train(recipe: Recipe, dev: torch.device, run_dir: Path, emit: OnEvent, shou
                       seconds=epoch_time, images_per_second=seen / max(1e-9, epoch_time), eval=last_eval,
                       sparsity=sparsity, optimizer=method.diagnostics(), bma=bma))
         partial = {"loss": 0.0, "correct": 0.0, "seen": 0}
-        save(epoch + 1, 0)
+        improved = last_eval["accuracy"] > best_accuracy
+        best_accuracy = max(best_accuracy, last_eval["accuracy"])
+        save(epoch + 1, 0, best=improved)
     if not stopped and not last_eval:  # resumed a run that had already finished its epochs
         last_eval = M.classification_metrics(*predict(), recipe.eval.bins)
     summary = _summary(recipe, model, method, s, last_eval, last_bma, macs_dense, train_seconds, images_seen,
