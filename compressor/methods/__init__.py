@@ -1,3 +1,3 @@
 """Built-in training methods; importing this package registers them with the engine."""
 
-from compressor.methods import sgd  # noqa: F401
+from compressor.methods import bayesian, sgd  # noqa: F401

@@ -1,0 +1,250 @@
+"""The Bayesian methods: `avb` (adaptive VB-SGHMC, dense) and `emmcmc` (plus spike-and-slab group prior).
+
+`avb` samples with AdaptiveSGHMC under a cyclical (or plain) schedule and collects posterior samples at
+the last epochs of each cycle for Bayesian model averaging (averaged softmax). `emmcmc` adds the E-step
+of SPEC section 2 on coupled channel groups: each group's weight decay switches between slab (lambda1)
+and spike (lambda0) by its posterior slab probability, and spiked groups whose statistic collapses are
+removed for good (zeroed, masked in the optimizer, physically removable by `prune.shrink`).
+
+Budget control (`prune.target`): the spiked share of the cost ramps linearly from `prune.start_epoch` to
+`prune.target_epoch`; at each E-step pi is set (pi_for_budget) so exactly the groups with the smallest
+statistic up to that share go to the spike. At `target_epoch` the spiked groups are removed, with the
+share chosen by bisection on the *measured* MACs/params of the shrunk network, so the target is met on
+the real network rather than on the (overlapping) per-group cost estimates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from compressor.bayes import (
+    AdaptiveSGHMC,
+    cycle_of,
+    cyclical_cosine,
+    is_sample_epoch,
+    pi_for_budget,
+    ramp,
+    slab_probability,
+    update_pi,
+)
+from compressor.engine.checkpoint import atomic_torch_save
+from compressor.engine.events import EStep, Event, Pruned, SampleCollected
+from compressor.engine.method import Method, Predict, TrainContext, register_method, split_decay
+from compressor.engine.metrics import classification_metrics, count_macs
+from compressor.methods.sgd import dense_lr
+
+
+@register_method("avb")
+class AVBMethod(Method):
+    def __init__(self, cfg: Any, ctx: TrainContext) -> None:
+        super().__init__(cfg, ctx)
+        decay, exempt = split_decay(ctx.model, decay_bn=cfg.prior_on_bn)
+        groups: list[dict[str, Any]] = [{"params": decay}]
+        if exempt:
+            groups.append({"params": exempt, "weight_decay": 0.0, "noise": False})
+        self.optimizer = AdaptiveSGHMC(groups, n_data=ctx.n_train, lr=cfg.lr, beta1=cfg.beta1, beta2=cfg.beta2,
+                                       eta=cfg.eta, weight_decay=cfg.weight_decay, temperature=cfg.temperature,
+                                       seed=ctx.seed)
+        self.samples = 0
+        self.prob_sum: Tensor | None = None
+
+    def lr_at(self, global_step: int) -> float:
+        if self.cfg.schedule == "cyclical":
+            return cyclical_cosine(min(global_step, self.ctx.total_steps - 1), self.ctx.total_steps,
+                                   self.cfg.cycles, self.cfg.lr)
+        return dense_lr(self.cfg.schedule, self.cfg.lr, global_step, self.ctx)
+
+    def on_epoch_end(self, epoch: int, global_step: int, predict: Predict) -> tuple[dict | None, list[Event]]:
+        if not is_sample_epoch(epoch, self.ctx.epochs, self.cfg.cycles, self.cfg.samples_per_cycle):
+            return None, []
+        probs, labels = predict()
+        self.prob_sum = probs.clone() if self.prob_sum is None else self.prob_sum + probs
+        self.samples += 1
+        folder = self.ctx.run_dir / "samples"
+        folder.mkdir(exist_ok=True)
+        atomic_torch_save({"model": self.ctx.model.state_dict(), "epoch": epoch + 1},
+                          folder / f"sample-{self.samples:03d}.pt")
+        bma = classification_metrics(self.prob_sum / self.samples, labels)
+        bma["samples"] = self.samples
+        return bma, [SampleCollected(epoch=epoch + 1, samples=self.samples, bma=bma)]
+
+    def diagnostics(self) -> dict[str, float]:
+        diag = self.optimizer.diagnostics()
+        step = min(int(self.optimizer.steps), self.ctx.total_steps - 1)
+        diag["cycle"] = float(cycle_of(max(0, step), self.ctx.total_steps, self.cfg.cycles) + 1)
+        diag["samples"] = float(self.samples)
+        return diag
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["samples"] = self.samples
+        if self.prob_sum is not None:
+            state["prob_sum"] = self.prob_sum
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.samples = int(state.get("samples", 0))
+        self.prob_sum = state.get("prob_sum")
+
+
+@register_method("emmcmc")
+class EMMCMCMethod(AVBMethod):
+    def __init__(self, cfg: Any, ctx: TrainContext) -> None:
+        from compressor.prune.groups import build_groups
+
+        super().__init__(cfg, ctx)
+        self.prune_cfg = ctx.prune
+        self.groups = build_groups(ctx.model, ctx.example_input, ctx.prune.granularity)
+        self.pruned = torch.zeros(len(self.groups), dtype=torch.bool)
+        self.logit_pi = float(torch.logit(torch.tensor(cfg.pi, dtype=torch.float64)))
+        self.start_epoch = ctx.prune.start_epoch if ctx.prune.start_epoch is not None else cfg.warmup_epochs
+        default_target = max(self.start_epoch + 1, round(0.6 * ctx.epochs))
+        self.target_epoch = ctx.prune.target_epoch or min(ctx.epochs, default_target)
+        self.removed_for_target = False
+        self.final_share: float | None = None
+
+    # -- E-step -----------------------------------------------------------------------------------------
+    def on_epoch_start(self, epoch: int, global_step: int) -> list[Event]:
+        if self.cfg.estep_every is None and epoch >= self.cfg.warmup_epochs:
+            return self._estep(epoch, global_step)
+        return []
+
+    def after_step(self, epoch: int, global_step: int) -> list[Event]:
+        every = self.cfg.estep_every
+        if every is not None and epoch >= self.cfg.warmup_epochs and global_step % every == 0:
+            return self._estep(epoch, global_step)
+        return []
+
+    def _estep(self, epoch: int, global_step: int) -> list[Event]:
+        cfg, groups = self.cfg, self.groups
+        s, m = groups.statistic(), groups.sizes()
+        n = self.ctx.n_train
+        events: list[Event] = []
+        target = self.prune_cfg.target
+        if target is not None:
+            if epoch >= self.target_epoch and not self.removed_for_target:
+                events += self._remove_for_target(s, m, epoch, global_step)
+                s = groups.statistic()
+            if self.final_share is None:
+                self.final_share = self._share_for_target(s, m)[0]
+            share = ramp(epoch, self.start_epoch, self.target_epoch, self.final_share)
+            choice = pi_for_budget(s, m, self._costs(), share, n_data=n, lambda1=cfg.weight_decay,
+                                   lambda0=cfg.lambda0)
+            self.logit_pi = choice.logit_pi
+        p = slab_probability(s, m, n_data=n, lambda1=cfg.weight_decay, lambda0=cfg.lambda0,
+                             logit_pi=self.logit_pi).float()
+        if cfg.estep == "hard":
+            p = (p > 0.5).float()
+        if cfg.update_pi and target is None:
+            pi = min(max(update_pi(p), 1e-6), 1 - 1e-6)
+            self.logit_pi = float(torch.logit(torch.tensor(pi, dtype=torch.float64)))
+        p = torch.where(self.pruned.to(p.device), torch.zeros_like(p), p)
+        extra = (1.0 - p) * (cfg.lambda0 - cfg.weight_decay)
+        extra = torch.where(extra < 1e-3 * cfg.weight_decay, torch.zeros_like(extra), extra)  # skip no-ops
+        for param, value in groups.broadcast(extra, combine="sum", fill=0.0).items():
+            self.optimizer.set_extra_decay(param, value if bool(value.any()) else None)
+        spiked = (p < 0.5).cpu()
+        cost = self._costs().cpu()
+        events.append(EStep(epoch=epoch + 1, global_step=global_step,
+                            pi=float(torch.sigmoid(torch.tensor(self.logit_pi))), spiked=int(spiked.sum()),
+                            total_groups=len(groups),
+                            spike_cost_fraction=float(cost[spiked].sum() / cost.sum().clamp_min(1e-12))))
+        collapsed = spiked & (s.cpu() < self.prune_cfg.hard_threshold) & ~self.pruned
+        if bool(collapsed.any()):
+            events += self._prune(self.pruned | collapsed, epoch, global_step, "statistic below hard_threshold")
+        return events
+
+    def _costs(self) -> Tensor:
+        kind = self.prune_cfg.target_kind if self.groups.removable else "params"
+        return self.groups.costs(kind)
+
+    # -- hard pruning -----------------------------------------------------------------------------------
+    def _spike_set(self, s: Tensor, m: Tensor, share: float) -> Tensor:
+        choice = pi_for_budget(s, m, self._costs(), share, n_data=self.ctx.n_train,
+                               lambda1=self.cfg.weight_decay, lambda0=self.cfg.lambda0)
+        p = slab_probability(s, m, n_data=self.ctx.n_train, lambda1=self.cfg.weight_decay,
+                             lambda0=self.cfg.lambda0, logit_pi=choice.logit_pi)
+        spiked = (p < 0.5).cpu() | self.pruned
+        return self.groups.keep_one_per_layer(spiked, s.cpu()) if self.groups.removable else spiked
+
+    def _total_measure(self, pruned: Tensor) -> float:
+        """MACs or parameters of the network with `pruned` removed (what the target is defined on)."""
+        from compressor.prune.shrink import shrink
+
+        if self.prune_cfg.target_kind == "channels" or not self.groups.removable:
+            return float(self._costs().cpu()[~pruned].sum())
+        model = self.ctx.model
+        small = shrink(model, self.groups, pruned) if bool(pruned.any()) else model
+        if self.prune_cfg.target_kind == "macs":
+            return count_macs(small, self.ctx.example_input)
+        return float(sum(p.numel() for p in small.parameters()))
+
+    def _share_for_target(self, s: Tensor, m: Tensor) -> tuple[float, Tensor]:
+        """Smallest spiked cost share whose removal cuts the *measured* MACs/params by the target (bisection:
+        per-group costs overlap, e.g. a conv's MACs count for both its output and its input channels)."""
+        target = self.prune_cfg.target
+        dense = self._total_measure(torch.zeros_like(self.pruned))
+        lo, hi = 0.0, 1.0
+        best = (1.0, self._spike_set(s, m, 1.0))
+        for _ in range(12):
+            mid = 0.5 * (lo + hi)
+            cand = self._spike_set(s, m, mid)
+            if 1.0 - self._total_measure(cand) / dense >= target:
+                hi, best = mid, (mid, cand)
+            else:
+                lo = mid
+        return best
+
+    def _remove_for_target(self, s: Tensor, m: Tensor, epoch: int, global_step: int) -> list[Event]:
+        self.removed_for_target = True
+        share, spiked = self._share_for_target(s, m)
+        self.final_share = share
+        reason = f"target {self.prune_cfg.target:.0%} of {self.prune_cfg.target_kind} reached"
+        return self._prune(spiked, epoch, global_step, reason)
+
+    def _prune(self, pruned: Tensor, epoch: int, global_step: int, reason: str) -> list[Event]:
+        if self.groups.removable:
+            pruned = self.groups.keep_one_per_layer(pruned, self.groups.statistic().cpu())
+        newly = int((pruned & ~self.pruned).sum())
+        if newly == 0:
+            return []
+        self.pruned = pruned
+        self._apply_masks()
+        table = self.groups.layer_table(pruned)
+        kept, total = sum(r["kept"] for r in table), sum(r["total"] for r in table)
+        return [Pruned(epoch=epoch + 1, global_step=global_step, newly_pruned=newly,
+                       pruned_groups=int(pruned.sum()), total_groups=len(self.groups),
+                       channel_sparsity=1.0 - kept / max(1, total), layers=table, reason=reason)]
+
+    def _apply_masks(self) -> None:
+        self.groups.zero_(self.pruned)
+        keep = (~self.pruned).float()
+        for param, mask in self.groups.broadcast(keep, combine="prod", fill=1.0).items():
+            self.optimizer.set_keep_mask(param, mask if bool((mask == 0).any()) else None)
+
+    # -- reporting and persistence ----------------------------------------------------------------------
+    def summary_extra(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"pruned_groups": int(self.pruned.sum()), "total_groups": len(self.groups),
+                               "granularity": self.groups.granularity}
+        if self.groups.granularity == "feature":
+            out["selected_features"] = [self.groups.feature_index(g) for g in range(len(self.groups))
+                                        if not bool(self.pruned[g])]
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state.update(logit_pi=self.logit_pi, removed_for_target=self.removed_for_target,
+                     final_share=-1.0 if self.final_share is None else self.final_share)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.logit_pi = float(state["logit_pi"])
+        self.removed_for_target = bool(state["removed_for_target"])
+        self.final_share = None if state["final_share"] < 0 else float(state["final_share"])
+        if bool(self.pruned.any()):
+            self._apply_masks()
