@@ -140,8 +140,55 @@ def eval_(
 
 
 @app.command()
-def recipes() -> None:
-    """List the bundled recipes, one line each."""
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="run directory")],
+    onnx: Annotated[bool, typer.Option("--onnx", help="export to ONNX (the only format so far)")] = False,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="ONNX file (default exports/<run-name>"
+                                                "[-variant].onnx); the report and PyTorch model go beside it "
+                                                "as .json and .pt")] = None,
+    masked: Annotated[bool, typer.Option("--masked", help="keep the dense shapes, pruned weights zero")] = False,
+    round_to: Annotated[int | None, typer.Option("--round-to", help="keep channel counts multiples of N by "
+                                                 "restoring the strongest pruned channels")] = None,
+    bma: Annotated[bool, typer.Option("--bma", help="one graph averaging the posterior samples' softmax "
+                                      "(output `probs`)")] = False,
+    opset: Annotated[int, typer.Option("--opset", help="ONNX opset, 13..20")] = 17,
+    checkpoint: Annotated[str, typer.Option("--checkpoint", help="last | best | sample-K")] = "last",
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing export")] = False,
+    set_: SetOpt = None,
+) -> None:
+    """Export a run with its pruned channels removed, verify it against PyTorch and report size and speed."""
+    with friendly_errors():
+        if not onnx:
+            fail("choose an export format: --onnx", 2)
+        from compressor.export.pipeline import ExportOptions, export_run, option_problem
+        from compressor.export.report import print_report
+
+        opts = ExportOptions(run_dir=run_dir, output=output, masked=masked, round_to=round_to, bma=bma,
+                             opset=opset, checkpoint=checkpoint, force=force, overrides=set_ or [])
+        problem = option_problem(opts)
+        if problem:
+            fail(problem, 2)
+
+        def progress(message: str) -> None:
+            typer.echo(f"{message}…", err=True)
+
+        report = export_run(opts, log=progress if sys.stderr.isatty() else None)
+        print_report(report)
+        typer.echo(report["onnx"])
+
+
+@app.command()
+def recipes(
+    models: Annotated[bool, typer.Option("--models", help="list the registered models instead")] = False,
+) -> None:
+    """List the bundled recipes, one line each (or the registered models with --models)."""
+    if models:
+        from compressor.models import list_models, model_options
+
+        for name in list_models():
+            options = ", ".join(sorted(model_options(name)))
+            typer.echo(f"{name:<14} {'options: ' + options if options else ''}".rstrip())
+        return
     for path in sorted(RECIPES_DIR.glob("*.yaml")):
         first = path.read_text(encoding="utf-8").splitlines()[:1]
         desc = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""

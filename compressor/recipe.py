@@ -19,7 +19,8 @@ DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "npz")
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Non-finite numbers are never meaningful settings (an inf lr would only surface as NaN mid-run).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(Section):
@@ -41,6 +42,7 @@ class DataConfig(Section):
     image_size: int | None = Field(None, gt=0, description="imagefolder: resize to this size (default 224)")
     cache: bool | None = Field(None, description="imagefolder: decode all images into memory once")
     workers: int | None = Field(None, ge=0, description="DataLoader workers; None = chosen for the device")
+    pin_memory: bool | None = Field(None, description="page-locked batches for faster copies; None = on CUDA")
 
     @field_validator("name")
     @classmethod
@@ -108,16 +110,69 @@ class EMMCMCConfig(AVBConfig):
         return self
 
 
-MethodConfig = Annotated[SGDConfig | AVBConfig | EMMCMCConfig, Field(discriminator="name")]
+class MagnitudeConfig(SGDConfig):
+    """Global unstructured magnitude pruning at `prune.target_epoch`, then fine-tuning (Han et al. 2015)."""
+
+    name: Literal["magnitude"] = "magnitude"  # type: ignore[assignment]
+
+
+class GMPConfig(SGDConfig):
+    """Gradual magnitude pruning: Zhu & Gupta's cubic sparsity ramp from prune.start_epoch to target_epoch."""
+
+    name: Literal["gmp"] = "gmp"  # type: ignore[assignment]
+    prune_every: int | None = Field(None, gt=0, description="steps between mask updates (None: 4 per epoch)")
+
+
+class L1FilterConfig(SGDConfig):
+    """L1-norm filter pruning of coupled channel groups at `prune.target_epoch`, then fine-tuning (Li et al.)."""
+
+    name: Literal["l1_filter"] = "l1_filter"  # type: ignore[assignment]
+
+
+class SlimmingConfig(SGDConfig):
+    """Network slimming: L1 on BatchNorm scales until `prune.target_epoch`, prune by |gamma|, fine-tune."""
+
+    name: Literal["slimming"] = "slimming"  # type: ignore[assignment]
+    sparsity: float = Field(1e-4, ge=0, description="L1 strength on BatchNorm scales (Liu et al.: 1e-4)")
+
+
+class SNIPConfig(SGDConfig):
+    """SNIP: connection sensitivity |w * grad| on the first batch at initialisation, one shot, then training."""
+
+    name: Literal["snip"] = "snip"  # type: ignore[assignment]
+    structured: bool = Field(False, description="score and remove coupled channel groups instead of weights")
+
+
+class RandomConfig(SGDConfig):
+    """Random coupled channel groups removed at `prune.target_epoch`: the floor any criterion must beat."""
+
+    name: Literal["random"] = "random"  # type: ignore[assignment]
+
+
+class DepGraphConfig(SGDConfig):
+    """DepGraph (Fang et al. 2023): group-norm sparse training until `prune.target_epoch`, then removal of
+    the coupled groups with the smallest group norm, then fine-tuning."""
+
+    name: Literal["depgraph"] = "depgraph"  # type: ignore[assignment]
+    reg: float = Field(5e-4, ge=0, description="group regularisation strength (torch-pruning's --reg)")
+    alpha: float = Field(16.0, ge=1, description="weakest groups get up to alpha x the regularisation")
+
+
+MethodConfig = Annotated[
+    SGDConfig | AVBConfig | EMMCMCConfig | MagnitudeConfig | GMPConfig | L1FilterConfig | SlimmingConfig
+    | SNIPConfig | RandomConfig | DepGraphConfig,
+    Field(discriminator="name"),
+]
 
 
 class TrainConfig(Section):
     epochs: int = Field(10, gt=0)
     batch_size: int = Field(128, gt=0)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, lt=2**63, description="torch seeds are 64-bit")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(False, description="bf16 autocast on CUDA")
     channels_last: bool = Field(False, description="channels_last memory format on CUDA")
+    compile: bool = Field(False, description="torch.compile the training forward pass (slow first steps)")
     log_every: int = Field(20, gt=0, description="emit a step event every this many steps")
 
 
@@ -148,6 +203,11 @@ class Recipe(Section):
     def _prune_fits(self) -> Recipe:
         if self.prune.target_epoch is not None and self.prune.target_epoch > self.train.epochs:
             raise ValueError(f"prune.target_epoch ({self.prune.target_epoch}) exceeds train.epochs ({self.train.epochs})")
+        start = self.prune.start_epoch
+        if start is None and isinstance(self.method, EMMCMCConfig):
+            start = self.method.warmup_epochs
+        if self.prune.target_epoch is not None and start is not None and start > self.prune.target_epoch:
+            raise ValueError(f"prune.start_epoch ({start}) is after prune.target_epoch ({self.prune.target_epoch})")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -210,7 +270,8 @@ def _format_errors(err: ValidationError, where: str, lines: dict, origin: dict) 
     for e in err.errors():
         loc = tuple(str(p) for p in e["loc"])
         # pydantic puts the union tag in the path (method.emmcmc.beta1): drop it for the user's dotted key
-        if len(loc) > 1 and loc[0] == "method" and loc[1] in ("sgd", "avb", "emmcmc"):
+        if len(loc) > 1 and loc[0] == "method" and loc[1] in (
+                "sgd", "avb", "emmcmc", "magnitude", "gmp", "l1_filter", "slimming", "snip", "random", "depgraph"):
             loc = (loc[0],) + loc[2:]
         key = ".".join(loc) or "(top level)"
         src = next((origin[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in origin), None)
@@ -251,6 +312,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         line = f":{mark.line + 1}" if mark is not None else ""
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise RecipeError(f"{where}{line}: YAML syntax error: {reason}") from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python converts (4300 digits)
+        raise RecipeError(f"{where}: YAML value error: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise RecipeError(f"{where}: YAML nesting is too deep to be a recipe") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -19,3 +19,37 @@ def _threads() -> None:
 @pytest.fixture
 def quickstart() -> Path:
     return ROOT / "recipes" / "quickstart.yaml"
+
+
+def write_cifar10(root: Path, n_train: int = 200, n_test: int = 100, seed: int = 0) -> Path:
+    """CIFAR-10 in torchvision's on-disk pickle format, with a class-dependent colour so nets can learn it."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def batch(n: int) -> dict:
+        labels = rng.integers(0, 10, n)
+        base = rng.integers(0, 120, (n, 3, 32, 32))
+        tint = (labels[:, None] * np.array([25, 11, 3])[None, :]) % 130
+        data = np.clip(base + tint[:, :, None, None], 0, 255).astype(np.uint8).reshape(n, -1)
+        return {b"data": data, b"labels": labels.tolist()}
+
+    per = -(-n_train // 5)
+    for i in range(1, 6):
+        with open(folder / f"data_batch_{i}", "wb") as fh:
+            pickle.dump(batch(per), fh)
+    with open(folder / "test_batch", "wb") as fh:
+        pickle.dump(batch(n_test), fh)
+    with open(folder / "batches.meta", "wb") as fh:
+        names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+        pickle.dump({b"label_names": [n.encode() for n in names]}, fh)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_cifar10(tmp_path_factory.mktemp("cifar"))

@@ -44,3 +44,12 @@ def test_param_and_mac_counts() -> None:
     assert nonzero == total - 2 * 27
     macs = count_macs(model, torch.zeros(1, 3, 4, 4))
     assert macs == 8 * 27 * 16 + 128 * 10
+
+
+def test_layer_macs_equals_flop_counter_on_resnet() -> None:
+    from compressor.engine.metrics import layer_macs, output_positions
+    from compressor.models import create_model
+
+    model = create_model("resnet20", num_classes=10, input_shape=(3, 16, 16))
+    x = torch.zeros(1, 3, 16, 16)
+    assert layer_macs(model, output_positions(model, x)) == count_macs(model, x)

@@ -16,6 +16,10 @@ from compressor.recipe import apply_overrides, validate_recipe
 
 def evaluate_run(run_dir: Path, overrides: list[str], device: str = "auto") -> dict[str, Any]:
     run_dir = Path(run_dir)
+    if run_dir.suffix == ".pt" and run_dir.is_file():  # a model written by `compressor export`
+        from compressor.export.modelfile import evaluate_model_file
+
+        return evaluate_model_file(run_dir, overrides, device)
     recipe_path = run_dir / "recipe.yaml"
     if not recipe_path.is_file():
         raise RunDirError(f"{run_dir}: not a run directory (no recipe.yaml)")

@@ -96,6 +96,42 @@ def count_macs(model: nn.Module, example_input: Tensor) -> float:
     return counter.get_total_flops() / 2.0 / example_input.shape[0]
 
 
+@torch.no_grad()
+def output_positions(model: nn.Module, example_input: Tensor) -> dict[str, int]:
+    """Output positions (H*W for convs, 1 per example for linears) of every conv/linear, by name.
+
+    Channel pruning never changes them, so one forward pass prices every pruned variant via `layer_macs`.
+    """
+    sizes: dict[str, int] = {}
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            hooks.append(m.register_forward_hook(
+                lambda mod, inp, out, name=name: sizes.__setitem__(name, out[0].numel() // out.shape[1])))
+    was_training = model.training
+    model.eval()
+    try:
+        model(example_input[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return sizes
+
+
+def layer_macs(model: nn.Module, positions: dict[str, int]) -> float:
+    """MACs per example of all conv/linear layers from their widths: what `count_macs` measures, without a
+    traced forward (a cheap price for the many candidate networks budget control compares)."""
+    total = 0.0
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            k = m.kernel_size[0] * m.kernel_size[1]
+            total += positions[name] * m.out_channels * (m.in_channels // m.groups) * k
+        elif isinstance(m, nn.Linear):
+            total += positions[name] * m.out_features * m.in_features
+    return total
+
+
 def conv_linear_widths(model: nn.Module, skip: str | None = None) -> dict[str, int]:
     """Output width of every conv/linear layer (the classifier named `skip` excluded)."""
     out = {}

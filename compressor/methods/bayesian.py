@@ -31,10 +31,11 @@ from compressor.bayes import (
     update_pi,
 )
 from compressor.engine.checkpoint import atomic_torch_save
-from compressor.engine.events import EStep, Event, Pruned, SampleCollected
+from compressor.engine.events import EStep, Event, Log, Pruned, SampleCollected
 from compressor.engine.method import Method, Predict, TrainContext, register_method, split_decay
-from compressor.engine.metrics import classification_metrics, count_macs
+from compressor.engine.metrics import classification_metrics
 from compressor.methods.sgd import dense_lr
+from compressor.prune.budget import bisect_share, remaining_cost
 
 
 @register_method("avb")
@@ -57,8 +58,11 @@ class AVBMethod(Method):
                                    self.cfg.cycles, self.cfg.lr)
         return dense_lr(self.cfg.schedule, self.cfg.lr, global_step, self.ctx)
 
+    def collecting(self, epoch: int) -> bool:
+        return is_sample_epoch(epoch, self.ctx.epochs, self.cfg.cycles, self.cfg.samples_per_cycle)
+
     def on_epoch_end(self, epoch: int, global_step: int, predict: Predict) -> tuple[dict | None, list[Event]]:
-        if not is_sample_epoch(epoch, self.ctx.epochs, self.cfg.cycles, self.cfg.samples_per_cycle):
+        if not self.collecting(epoch):
             return None, []
         probs, labels = predict()
         self.prob_sum = probs.clone() if self.prob_sum is None else self.prob_sum + probs
@@ -173,31 +177,13 @@ class EMMCMCMethod(AVBMethod):
 
     def _total_measure(self, pruned: Tensor) -> float:
         """MACs or parameters of the network with `pruned` removed (what the target is defined on)."""
-        from compressor.prune.shrink import shrink
-
-        if self.prune_cfg.target_kind == "channels" or not self.groups.removable:
-            return float(self._costs().cpu()[~pruned].sum())
-        model = self.ctx.model
-        small = shrink(model, self.groups, pruned) if bool(pruned.any()) else model
-        if self.prune_cfg.target_kind == "macs":
-            return count_macs(small, self.ctx.example_input)
-        return float(sum(p.numel() for p in small.parameters()))
+        return remaining_cost(self.ctx.model, self.groups, pruned, self.prune_cfg.target_kind, self.ctx.example_input)
 
     def _share_for_target(self, s: Tensor, m: Tensor) -> tuple[float, Tensor]:
-        """Smallest spiked cost share whose removal cuts the *measured* MACs/params by the target (bisection:
-        per-group costs overlap, e.g. a conv's MACs count for both its output and its input channels)."""
-        target = self.prune_cfg.target
+        """Smallest spiked cost share whose removal cuts the *measured* MACs/params by the target."""
         dense = self._total_measure(torch.zeros_like(self.pruned))
-        lo, hi = 0.0, 1.0
-        best = (1.0, self._spike_set(s, m, 1.0))
-        for _ in range(12):
-            mid = 0.5 * (lo + hi)
-            cand = self._spike_set(s, m, mid)
-            if 1.0 - self._total_measure(cand) / dense >= target:
-                hi, best = mid, (mid, cand)
-            else:
-                lo = mid
-        return best
+        return bisect_share(lambda share: self._spike_set(s, m, share),
+                            lambda cand: 1.0 - self._total_measure(cand) / dense, self.prune_cfg.target)
 
     def _remove_for_target(self, s: Tensor, m: Tensor, epoch: int, global_step: int) -> list[Event]:
         self.removed_for_target = True
@@ -205,6 +191,20 @@ class EMMCMCMethod(AVBMethod):
         self.final_share = share
         reason = f"target {self.prune_cfg.target:.0%} of {self.prune_cfg.target_kind} reached"
         return self._prune(spiked, epoch, global_step, reason)
+
+    def collecting(self, epoch: int) -> bool:
+        """With a budget, samples start once the target's groups are gone: all samples share one architecture."""
+        waiting = self.prune_cfg.target is not None and not self.removed_for_target
+        return not waiting and super().collecting(epoch)
+
+    def _drop_samples(self) -> list[Event]:
+        """Samples taken before a removal hold weights in now-removed channels: restart the BMA without them."""
+        if self.samples == 0:
+            return []
+        for path in (self.ctx.run_dir / "samples").glob("sample-*.pt"):
+            path.unlink()
+        dropped, self.samples, self.prob_sum = self.samples, 0, None
+        return [Log(level="info", message=f"BMA restarted: {dropped} sample(s) from before the removal dropped")]
 
     def _prune(self, pruned: Tensor, epoch: int, global_step: int, reason: str) -> list[Event]:
         if self.groups.removable:
@@ -214,9 +214,10 @@ class EMMCMCMethod(AVBMethod):
             return []
         self.pruned = pruned
         self._apply_masks()
+        events = self._drop_samples()
         table = self.groups.layer_table(pruned)
         kept, total = sum(r["kept"] for r in table), sum(r["total"] for r in table)
-        return [Pruned(epoch=epoch + 1, global_step=global_step, newly_pruned=newly,
+        return events + [Pruned(epoch=epoch + 1, global_step=global_step, newly_pruned=newly,
                        pruned_groups=int(pruned.sum()), total_groups=len(self.groups),
                        channel_sparsity=1.0 - kept / max(1, total), layers=table, reason=reason)]
 

@@ -1,0 +1,424 @@
+"""Adaptive variational-Bayes optimizer: preconditioned SGHMC with a mirror-descent preconditioner (SPEC 1).
+
+Per step, for each weight w with gradient g of the *mean* loss (C = sqrt(C2), C2 = group["lr"]):
+
+    rho <- rho - eta * (T^2 C^3 lam tau + T C^1.5 xi_prev g - 1 / (tau N));   tau = sigmoid(rho)
+    xi  ~ N(0, I);   m <- beta1 m - beta2 C2 (g + lam w) + sqrt(2 + 2 beta1^2) C^1.5 T xi
+    w   <- (w + tau m) * keep
+
+Memory: m and rho are the only full-size state (8 B/param in fp32). tau is recomputed from rho, xi is never
+stored: each (group, device, dtype) bucket owns a generator, the generator state before drawing xi_t is
+saved, and step t+1 rewinds to it to redraw xi_t for its rho update before drawing xi_{t+1}. The state of a
+bucket lives in two flat buffers (params get views into them), so the parts of the update that touch only
+state run as one kernel per bucket and only four multi-tensor (foreach) ops touch w and g.
+
+Sampling temperature: with tau held fixed the chain's stationary variance is T_eff times the posterior's,
+T_eff = (1 + beta1^2) / ((1 - beta1) beta2) * tau * C * T^2 * N (see `diagnostics`). T = 1/sqrt(N) gives
+T_eff = 1.12 tau C at the paper's beta1 = 0.1, which needs C2 ~ 3 at tau = 0.5: too coarse a step to
+sample accurately. With beta1 = 0.9 the same T needs tau C = 0.055 (C2 = 0.0122 at tau = 0.5), a fine step.
+The injected noise scales with tau rather than sqrt(tau), so the adaptive tau changes T_eff as it moves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch._utils import _unflatten_dense_tensors
+
+from compressor.bayes.schedule import resolve_temperature
+
+
+@dataclass
+class _Bucket:
+    """Params of one group on one device with one dtype; m and rho of all of them are one flat buffer each."""
+
+    key: str
+    group: dict[str, Any]
+    params: list[Tensor]
+    momentum: Tensor
+    m_views: list[Tensor]
+    rho: Tensor | None
+    rho_views: list[Tensor]
+    generator: torch.Generator | None
+    extras: list[tuple[int, Tensor]] = field(default_factory=list)
+    masks: list[tuple[int, Tensor]] = field(default_factory=list)
+
+
+def _views(flat: Tensor, params: list[Tensor]) -> list[Tensor]:
+    # One C++ loop (narrow + view_as) instead of a Python slice per parameter: this runs every step.
+    return list(_unflatten_dense_tensors(flat, params))
+
+
+def _bucket_seed(seed: int, key: str) -> int:
+    # Independent streams per bucket, reproducible across processes (unlike Python's salted hash()).
+    digest = hashlib.blake2b(f"{seed}/{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def _validate_group(group: dict[str, Any]) -> None:
+    if group["lr"] < 0:
+        raise ValueError(f"lr (C2) must be >= 0, got {group['lr']}")
+    if not 0.0 <= group["beta1"] < 1.0:
+        raise ValueError(f"beta1 must be in [0, 1), got {group['beta1']}")
+    if group["beta2"] <= 0:
+        raise ValueError(f"beta2 must be positive, got {group['beta2']}")
+    if group["eta"] < 0:
+        raise ValueError(f"eta must be >= 0, got {group['eta']}")
+    if group["weight_decay"] < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {group['weight_decay']}")
+    if not isinstance(group["noise"], bool):
+        raise TypeError(f"noise must be a bool, got {group['noise']!r}")
+
+
+class AdaptiveSGHMC(torch.optim.Optimizer):
+    """Preconditioned SGHMC of SPEC section 1, for gradients of the mean loss over `n_data` examples.
+
+    `lr` is C2 (the engine overwrites group["lr"] with the scheduled value every step). Param groups may
+    override lr, beta1, beta2, eta, weight_decay and `noise`. A group with noise=False (BatchNorm, biases
+    excluded from the prior) gets no noise and keeps no rho: its tau is the constant 0.5, the initial tau
+    of every other weight, so it learns at the same rate; it is plain momentum descent on its weight decay.
+
+    A parameter with no gradient at a step is updated with g = 0 (it keeps sampling from its prior); leave
+    frozen parameters out of the optimizer instead.
+
+    `rho_dtype` defaults to the parameter dtype. bfloat16 saves 2 B/param of memory traffic but cannot
+    represent the per-step entropy drift eta/(tau N) (4e-6 at N = 50,000) once |rho| > 2e-3, so tau then
+    freezes near 0.5005 (fp32 rho moves on, e.g. to 0.503 in SPEC's ResNet-20 run).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        *,
+        n_data: int,
+        lr: float,
+        beta1: float = 0.1,
+        beta2: float = 1.0,
+        eta: float = 0.1,
+        weight_decay: float = 5e-4,
+        temperature: float | str = "1/N",
+        seed: int = 0,
+        foreach: bool | None = None,
+        rho_dtype: torch.dtype | None = None,
+    ) -> None:
+        if isinstance(n_data, bool) or not isinstance(n_data, int) or n_data <= 0:
+            raise ValueError(f"n_data must be a positive int, got {n_data!r}")
+        if rho_dtype is not None and not rho_dtype.is_floating_point:
+            raise ValueError(f"rho_dtype must be a floating-point dtype, got {rho_dtype}")
+        self.n_data = n_data
+        self.temperature = resolve_temperature(temperature, n_data)
+        self.seed = int(seed)
+        self.foreach = foreach is not False
+        self.rho_dtype = rho_dtype
+        self.steps = 0
+        self._buckets: list[_Bucket] | None = None
+        self._hooks_dirty = True
+        self._xi_states: dict[str, Tensor] = {}
+        defaults = {
+            "lr": lr,
+            "beta1": beta1,
+            "beta2": beta2,
+            "eta": eta,
+            "weight_decay": weight_decay,
+            "noise": True,
+        }
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        _validate_group(self.param_groups[-1])
+        self._buckets = None
+
+    # ---------------------------------------------------------------- structure hooks (E-step, pruning)
+
+    def _check_member(self, param: Tensor, what: Tensor) -> Tensor:
+        if not any(param is p for group in self.param_groups for p in group["params"]):
+            raise ValueError("parameter is not managed by this optimizer")
+        what = what.detach().to(device=param.device, dtype=param.dtype)
+        try:
+            fits = torch.broadcast_shapes(what.shape, param.shape) == param.shape
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(
+                f"shape {tuple(what.shape)} does not broadcast to parameter {tuple(param.shape)}"
+            )
+        return what.clone()
+
+    def set_extra_decay(self, param: Tensor, extra: Tensor | None) -> None:
+        """Per-group prior precision on top of the group's weight_decay (element decay = wd + extra)."""
+        if extra is None:
+            self.state[param].pop("extra_decay", None)
+        else:
+            self.state[param]["extra_decay"] = self._check_member(param, extra)
+        self._hooks_dirty = True
+
+    @torch.no_grad()
+    def set_keep_mask(self, param: Tensor, keep: Tensor | None) -> None:
+        """Hard-prune: w and m are multiplied by the 0/1 `keep` now and after every step (None lifts it)."""
+        if keep is None:
+            self.state[param].pop("keep", None)
+        else:
+            keep = self._check_member(param, keep)
+            if not bool(((keep == 0) | (keep == 1)).all()):
+                raise ValueError("keep mask must contain only 0 and 1")
+            self.state[param]["keep"] = keep
+            param.mul_(keep)
+            if "momentum_buffer" in self.state[param]:
+                self.state[param]["momentum_buffer"].mul_(keep)
+        self._hooks_dirty = True
+
+    # ---------------------------------------------------------------- state layout
+
+    def _ensure_buckets(self) -> list[_Bucket]:
+        if self._buckets is None:
+            self._buckets = [
+                b for gi, group in enumerate(self.param_groups) for b in self._make_buckets(gi, group)
+            ]
+            self._hooks_dirty = True
+        if self._hooks_dirty:
+            for b in self._buckets:
+                b.extras = [
+                    (i, self.state[p]["extra_decay"])
+                    for i, p in enumerate(b.params)
+                    if "extra_decay" in self.state[p]
+                ]
+                b.masks = [
+                    (i, self.state[p]["keep"]) for i, p in enumerate(b.params) if "keep" in self.state[p]
+                ]
+            self._hooks_dirty = False
+        return self._buckets
+
+    def _make_buckets(self, gi: int, group: dict[str, Any]) -> list[_Bucket]:
+        by_kind: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+        for p in group["params"]:
+            by_kind.setdefault((p.device, p.dtype), []).append(p)
+        buckets = []
+        for (device, dtype), params in by_kind.items():
+            key = f"{gi}|{device}|{str(dtype).removeprefix('torch.')}"
+            numel = sum(p.numel() for p in params)
+            momentum = torch.zeros(numel, device=device, dtype=dtype)
+            m_views = _views(momentum, params)
+            rho, rho_views, generator = None, [], None
+            if group["noise"]:
+                rho = torch.zeros(numel, device=device, dtype=self.rho_dtype or dtype)
+                rho_views = _views(rho, params)
+                generator = torch.Generator(device=device)
+                generator.manual_seed(_bucket_seed(self.seed, key))
+            for i, p in enumerate(params):
+                state = self.state[p]
+                # Existing (or just loaded) per-param tensors move into the flat buffers.
+                if "momentum_buffer" in state:
+                    m_views[i].copy_(state["momentum_buffer"])
+                state["momentum_buffer"] = m_views[i]
+                if rho is not None:
+                    if "rho" in state:
+                        rho_views[i].copy_(state["rho"])
+                    state["rho"] = rho_views[i]
+                else:
+                    state.pop("rho", None)
+            buckets.append(_Bucket(key, group, params, momentum, m_views, rho, rho_views, generator))
+        return buckets
+
+    # ---------------------------------------------------------------- the update
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for bucket in self._ensure_buckets():
+            self._step_bucket(bucket)
+        self.steps += 1
+        return loss
+
+    def _step_bucket(self, b: _Bucket) -> None:
+        group = b.group
+        grads = []
+        for p in b.params:
+            if p.grad is None:
+                grads.append(torch.zeros_like(p))
+            elif p.grad.is_sparse:
+                raise RuntimeError("AdaptiveSGHMC does not support sparse gradients")
+            else:
+                grads.append(p.grad)
+        c2, beta1, beta2, wd = group["lr"], group["beta1"], group["beta2"], group["weight_decay"]
+        c = math.sqrt(c2)
+        temp = self.temperature
+        fe = self.foreach
+
+        if b.rho is None:
+            b.momentum.mul_(beta1)
+            self._add_m_gradient(b, grads, beta2 * c2, wd, fe)
+            _add_(b.params, b.m_views, 0.5, fe)
+        else:
+            assert b.generator is not None
+            eta, n = group["eta"], self.n_data
+            buf = torch.empty_like(b.momentum)
+            buf_views = _views(buf, b.params)
+            # rho update from the *old* tau: prior and entropy terms first, while buf holds tau.
+            torch.sigmoid(b.rho, out=buf)
+            prior = eta * temp * temp * c2 * c
+            if wd:
+                b.rho.add_(buf, alpha=-prior * wd)
+            for i, extra in b.extras:
+                b.rho_views[i].addcmul_(buf_views[i], extra, value=-prior)
+            b.rho.addcdiv_(self._one(buf), buf, value=eta / n)
+            # Data term with xi_prev, redrawn from the saved generator state (xi_prev = 0 before any draw).
+            saved = self._xi_states.get(b.key)
+            if saved is not None:
+                b.generator.set_state(saved)
+                buf.normal_(generator=b.generator)
+                _addcmul_(b.rho_views, buf_views, grads, -eta * temp * c**1.5, fe)
+            self._xi_states[b.key] = b.generator.get_state()
+            buf.normal_(generator=b.generator)
+            b.momentum.mul_(beta1).add_(buf, alpha=math.sqrt(2.0 + 2.0 * beta1 * beta1) * c**1.5 * temp)
+            self._add_m_gradient(b, grads, beta2 * c2, wd, fe)
+            torch.sigmoid(b.rho, out=buf)
+            buf.mul_(b.momentum)
+            _add_(b.params, buf_views, 1.0, fe)
+
+        if b.masks:
+            idx = [i for i, _ in b.masks]
+            keeps = [k for _, k in b.masks]
+            _mul_([b.params[i] for i in idx], keeps, fe)
+            _mul_([b.m_views[i] for i in idx], keeps, fe)
+
+    @staticmethod
+    def _one(like: Tensor) -> Tensor:
+        # A 0-d tensor broadcast by addcdiv_: rho += c / tau in one pass instead of reciprocal + add.
+        return torch.ones((), device=like.device, dtype=like.dtype)
+
+    @staticmethod
+    def _add_m_gradient(b: _Bucket, grads: list[Tensor], step: float, wd: float, fe: bool) -> None:
+        _add_(b.m_views, grads, -step, fe)
+        if wd:
+            _add_(b.m_views, b.params, -step * wd, fe)
+        for i, extra in b.extras:
+            b.m_views[i].addcmul_(b.params[i], extra, value=-step)
+
+    # ---------------------------------------------------------------- reporting
+
+    def state_nbytes(self) -> int:
+        """Bytes of optimizer state (flat buffers, extras, masks, generator states), each storage once."""
+        seen: dict[int, int] = {}
+        for state in self.state.values():
+            for value in state.values():
+                if isinstance(value, Tensor):
+                    storage = value.untyped_storage()
+                    seen[storage.data_ptr()] = storage.nbytes()
+        return sum(seen.values()) + sum(s.numel() for s in self._xi_states.values())
+
+    @torch.no_grad()
+    def diagnostics(self) -> dict[str, float]:
+        """tau statistics over noisy params, T, effective temperature T_eff (SPEC 1) and the current C2."""
+        buckets = self._ensure_buckets()
+        noisy = [b for b in buckets if b.rho is not None]
+        first = next((b.group for b in noisy), self.param_groups[0])
+        c2 = float(first["lr"])
+        out = {"temperature": self.temperature, "c2": c2, "steps": float(self.steps)}
+        if not noisy:
+            return out | {"tau_mean": math.nan, "tau_min": math.nan, "tau_max": math.nan, "t_eff": 0.0}
+        total = sum(b.rho.numel() for b in noisy)  # type: ignore[union-attr]
+        taus = [torch.sigmoid(b.rho.float()) for b in noisy]  # type: ignore[union-attr]
+        tau_mean = sum(float(t.double().sum()) for t in taus) / total
+        beta1, beta2 = first["beta1"], first["beta2"]
+        t_eff = (
+            (1 + beta1**2)
+            / ((1 - beta1) * beta2)
+            * tau_mean
+            * math.sqrt(c2)
+            * self.temperature**2
+            * self.n_data
+        )
+        return out | {
+            "tau_mean": tau_mean,
+            "tau_min": min(float(t.min()) for t in taus),
+            "tau_max": max(float(t.max()) for t in taus),
+            "t_eff": t_eff,
+        }
+
+    # ---------------------------------------------------------------- checkpointing
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain tensors/dicts/numbers only, so `torch.load(..., weights_only=True)` can read it back."""
+        index: dict[int, int] = {}
+        groups = []
+        for group in self.param_groups:
+            packed = {k: v for k, v in group.items() if k != "params"}
+            packed["params"] = []
+            for p in group["params"]:
+                index[id(p)] = len(index)
+                packed["params"].append(index[id(p)])
+            groups.append(packed)
+        state = {index[id(p)]: dict(s) for p, s in self.state.items() if s}
+        sampler = {
+            "n_data": self.n_data,
+            "temperature": self.temperature,
+            "seed": self.seed,
+            "steps": self.steps,
+            "xi_states": {k: v.clone() for k, v in self._xi_states.items()},
+        }
+        return {"state": state, "param_groups": groups, "sampler": sampler}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Exact resume: state, hyperparameters, extras/masks and the saved noise-generator states.
+
+        A generator state saved for another device or dtype cannot be replayed, so that bucket starts a
+        fresh stream and its next rho update has no xi_prev term.
+        """
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups) or any(
+            len(s["params"]) != len(g["params"]) for s, g in zip(saved_groups, self.param_groups, strict=True)
+        ):
+            raise ValueError("saved optimizer state has a different parameter-group layout")
+        params = [p for g in self.param_groups for p in g["params"]]
+        for group, saved in zip(self.param_groups, saved_groups, strict=True):
+            group.update({k: v for k, v in saved.items() if k != "params"})
+            _validate_group(group)
+        new_state: defaultdict[Tensor, dict[str, Any]] = defaultdict(dict)
+        for idx, saved in state_dict["state"].items():
+            p = params[int(idx)]
+            for name, value in saved.items():
+                dtype = (self.rho_dtype or p.dtype) if name == "rho" else p.dtype
+                new_state[p][name] = value.to(device=p.device, dtype=dtype, copy=True)
+        self.state = new_state
+        sampler = state_dict["sampler"]
+        self.n_data = int(sampler["n_data"])
+        self.temperature = float(sampler["temperature"])
+        self.seed = int(sampler["seed"])
+        self.steps = int(sampler["steps"])
+        self._xi_states = {k: v.clone() for k, v in sampler["xi_states"].items()}
+        self._buckets = None
+
+
+def _add_(xs: list[Tensor], ys: list[Tensor], alpha: float, fe: bool) -> None:
+    if fe:
+        torch._foreach_add_(xs, ys, alpha=alpha)
+    else:
+        for x, y in zip(xs, ys, strict=True):
+            x.add_(y, alpha=alpha)
+
+
+def _mul_(xs: list[Tensor], ys: list[Tensor], fe: bool) -> None:
+    if fe:
+        torch._foreach_mul_(xs, ys)
+    else:
+        for x, y in zip(xs, ys, strict=True):
+            x.mul_(y)
+
+
+def _addcmul_(xs: list[Tensor], ys: list[Tensor], zs: list[Tensor], value: float, fe: bool) -> None:
+    if fe:
+        torch._foreach_addcmul_(xs, ys, zs, value=value)
+    else:
+        for x, y, z in zip(xs, ys, zs, strict=True):
+            x.addcmul_(y, z, value=value)

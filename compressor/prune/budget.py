@@ -1,0 +1,77 @@
+"""Meeting a pruning target on the *measured* network, shared by emmcmc and the structured baselines.
+
+Per-group costs overlap (a conv's MACs count for both its output and its input channels), so summing them
+misjudges a joint removal. Every scheme here therefore proposes a monotone family of pruned sets indexed by
+a share in [0, 1] and bisects on the share until the physically shrunk network has lost the target fraction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from compressor.prune.groups import CostKind, GroupSet
+
+BISECTION_STEPS = 12  # share resolution 2^-12 of the total cost
+
+
+def remaining_cost(model: nn.Module, groups: GroupSet, pruned: Tensor, kind: CostKind, example: Tensor) -> float:
+    """MACs or parameters of `model` with `pruned` removed, measured on the shrunk copy (what a target is
+    defined on); channel counts, and anything of masked-only granularities, come from the per-group costs."""
+    from compressor.engine.metrics import layer_macs, output_positions
+    from compressor.prune.shrink import shrink
+
+    if kind == "channels" or not groups.removable:
+        costs = groups.costs(kind if groups.removable else "params").cpu()
+        return float(costs[~pruned].sum())
+    small = shrink(model, groups, pruned) if bool(pruned.any()) else model
+    if kind == "macs":  # priced from widths: bisection compares many candidates, a traced count is slow
+        return layer_macs(small, output_positions(model, example))
+    return float(sum(p.numel() for p in small.parameters()))
+
+
+def bisect_share(
+    candidate: Callable[[float], Tensor], reduction: Callable[[Tensor], float], target: float
+) -> tuple[float, Tensor]:
+    """Smallest share whose `candidate(share)` pruned set reaches `reduction(...) >= target`, with that set
+    (share 1.0 when even the largest set falls short)."""
+    lo, hi = 0.0, 1.0
+    best = (1.0, candidate(1.0))
+    for _ in range(BISECTION_STEPS):
+        mid = 0.5 * (lo + hi)
+        cand = candidate(mid)
+        if reduction(cand) >= target:
+            hi, best = mid, (mid, cand)
+        else:
+            lo = mid
+    return best
+
+
+def lowest_first(groups: GroupSet, score: Tensor, kind: CostKind) -> Callable[[float], Tensor]:
+    """The candidate family of score-based schemes: the lowest-scoring groups whose summed cost stays within
+    `share` of the total, never emptying a layer (its best-scoring group survives)."""
+    score = score.detach().cpu().float()
+    costs = groups.costs(kind if groups.removable else "params").cpu()
+    order = torch.argsort(score, stable=True)
+    cumulative = torch.cumsum(costs[order], 0) / costs.sum().clamp_min(1e-12)
+
+    def candidate(share: float) -> Tensor:
+        pruned = torch.zeros(len(groups), dtype=torch.bool)
+        pruned[order[cumulative <= share]] = True
+        return groups.keep_one_per_layer(pruned, score) if groups.removable else pruned
+
+    return candidate
+
+
+def select_for_target(
+    model: nn.Module, groups: GroupSet, score: Tensor, target: float, kind: CostKind, example: Tensor
+) -> Tensor:
+    """The lowest-scoring groups whose removal cuts the measured `kind` of `model` by at least `target`."""
+    dense = remaining_cost(model, groups, torch.zeros(len(groups), dtype=torch.bool), kind, example)
+
+    def reduction(pruned: Tensor) -> float:
+        return 1.0 - remaining_cost(model, groups, pruned, kind, example) / dense
+
+    return bisect_share(lowest_first(groups, score, kind), reduction, target)[1]

@@ -1,0 +1,565 @@
+"""Prunable groups: which slices of which parameters must vanish together, traced, not hand-written.
+
+A *coupled channel group* (the default granularity) holds every parameter slice that has to disappear for
+one channel to be physically removable: the producing conv/linear's output channel and bias, its
+BatchNorm gamma/beta, every consumer's input slice, and all channels tied to it through residual
+additions or concatenations (torch-pruning's DependencyGraph merges those into one group). Zeroing a
+group therefore makes the masked network compute exactly what the shrunk network computes: a BN
+channel with gamma = beta = 0 emits 0 whatever its running statistics, and every reader of the
+channel has its input slice zeroed too.
+
+The hot paths (statistic, broadcast, zero_) never touch per-group Python objects: each parameter keeps
+one small "group id" tensor broadcastable to it, so kernel granularity on a wide net stays cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Literal
+
+import torch
+import torch_pruning as tp
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd
+from torch.nn.modules.instancenorm import _InstanceNorm
+
+Granularity = Literal["channel", "kernel", "neuron", "feature"]
+GRANULARITIES: tuple[str, ...] = ("channel", "kernel", "neuron", "feature")
+CostKind = Literal["channels", "params", "macs"]
+PruneFn = Callable[[nn.Module, list[int]], nn.Module]
+
+_NORM_KINDS = frozenset({"bn_weight", "bn_bias"})
+# The slices whose magnitude says how much a unit contributes when no BatchNorm rescales it.
+_OWN_KINDS = {
+    "channel": frozenset({"out_weight", "out_bias"}),
+    "neuron": frozenset({"out_weight", "out_bias"}),
+    "kernel": frozenset({"kernel"}),
+    "feature": frozenset({"in_weight"}),
+}
+# Conv/linear weights in channel and kernel groups are (mostly) followed by BN, so only relative size means
+# anything; neuron and feature selection follow the paper and use raw magnitudes.
+_NORMALISED = {"channel": True, "kernel": True, "neuron": False, "feature": False}
+
+
+@dataclass
+class Slice:
+    """One piece of one parameter: `param.index_select(dim, index)`, or for kernel slices
+    `param[row].index_select(dim - 1, index)` (the single kernel `param[row, index]`)."""
+
+    param_name: str
+    param: nn.Parameter
+    dim: int
+    index: Tensor
+    kind: str
+    row: int | None = None
+
+    def values(self) -> Tensor:
+        """The slice's current values (a copy), for inspection and tests."""
+        if self.row is None:
+            return self.param.detach().index_select(self.dim, self.index.to(self.param.device))
+        return self.param.detach()[self.row].index_select(self.dim - 1, self.index.to(self.param.device))
+
+
+@dataclass
+class Group:
+    """One prunable unit: all slices that must vanish together. `layer` names the coupled layer (for
+    channel groups the first conv/linear, in model order, whose outputs the group removes) and
+    `channel` is the unit's position in it (root channel; input column; kernel `out * in_per_group + in`)."""
+
+    slices: list[Slice]
+    layer: str
+    channel: int
+    macs: float
+    params: int
+
+
+@dataclass
+class _Axis:
+    """Group ids of one parameter along the dims the groups split (`gid` is 1 on the other dims, -1 where
+    no group owns a position); `macs` is the per-sample MAC count each position accounts for."""
+
+    param_name: str
+    param: nn.Parameter
+    module: str
+    kind: str
+    dim: int
+    gid: Tensor
+    macs: Tensor
+
+    @property
+    def per_position(self) -> int:
+        return self.param.numel() // self.gid.numel()
+
+    def position_sq(self) -> Tensor:
+        """Sum of squares of the parameter per gid position, flattened like `gid`."""
+        reduce = [d for d, size in enumerate(self.gid.shape) if size == 1 and self.param.shape[d] != 1]
+        sq = self.param.detach().float().square()
+        return (sq.sum(dim=reduce, keepdim=True) if reduce else sq).reshape(-1)
+
+
+class GroupSet:
+    """All groups of one model at one granularity, with the vectorised maps the optimizer and pruner use.
+
+    Statistic (the E-step's s_g, SPEC section 2 "Scale matters"): a group that contains BatchNorm (or
+    InstanceNorm) affine slices uses the mean of gamma^2 and beta^2 over those slices - the scale of the
+    channel's normalised output, which is what decides whether it contributes, since the conv weights
+    feeding a BN are scale-invariant. Otherwise the statistic is the mean square of the group's own slices
+    (output row + bias for channel/neuron groups, the kernel, the input column for feature groups); for
+    channel and kernel granularity it is divided by the layer's mean square over its live (non-zero) units,
+    so a typical unit scores ~1 whatever the layer's scale and hard-pruned units do not inflate the rest;
+    neuron and feature groups use the raw mean square as the paper's variable selection does. A fresh BN
+    channel (gamma = 1, beta = 0) scores 0.5. `sizes()` is the matching m_g (elements averaged over).
+    """
+
+    def __init__(
+        self,
+        granularity: str,
+        axes: list[_Axis],
+        layers: list[str],
+        layer_ids: Tensor,
+        removals: list[tuple[str, PruneFn, Tensor, Tensor]],
+        widths: dict[str, int],
+    ) -> None:
+        self.granularity = granularity
+        self.layers = layers
+        self.layer_ids = layer_ids
+        self.widths = widths
+        self._axes = axes
+        self._removals = removals
+        count = len(layer_ids)
+        starts = torch.cumsum(torch.bincount(layer_ids, minlength=len(layers)), 0)
+        self._layer_start = torch.cat([torch.zeros(1, dtype=torch.long), starts[:-1]])
+        self.channel_index = torch.arange(count) - self._layer_start[layer_ids]
+
+        own = _OWN_KINDS[granularity]
+        params, macs, channels = (torch.zeros(count, dtype=torch.float64) for _ in range(3))
+        norm_m, own_m = torch.zeros(count), torch.zeros(count)
+        for ax in axes:
+            gid = ax.gid.reshape(-1)
+            valid = gid >= 0
+            ids = gid[valid]
+            params.index_add_(0, ids, torch.full(ids.shape, float(ax.per_position), dtype=torch.float64))
+            macs.index_add_(0, ids, ax.macs.reshape(-1)[valid].double())
+            if ax.kind == "out_weight":
+                channels.index_add_(0, ids, torch.ones(ids.shape, dtype=torch.float64))
+            target = norm_m if ax.kind in _NORM_KINDS else own_m if ax.kind in own else None
+            if target is not None:
+                target.index_add_(0, ids, torch.full(ids.shape, float(ax.per_position)))
+        self._has_norm = norm_m > 0
+        self._sizes = torch.where(self._has_norm, norm_m, own_m)
+        self._costs = {
+            "params": params,
+            "macs": macs,
+            "channels": channels if self.removable else torch.ones(count, dtype=torch.float64),
+        }
+
+    def __len__(self) -> int:
+        return len(self.layer_ids)
+
+    @property
+    def removable(self) -> bool:
+        """Whether pruned groups can be physically removed (channel, neuron) or only masked."""
+        return self.granularity in ("channel", "neuron")
+
+    @property
+    def device(self) -> torch.device:
+        return self._axes[0].param.device
+
+    def _sync(self) -> None:
+        """Follow the model after `.to(device)` (which keeps the Parameter objects)."""
+        for ax in self._axes:
+            if ax.gid.device != ax.param.device:
+                ax.gid = ax.gid.to(ax.param.device)
+
+    def statistic(self) -> Tensor:
+        """Per-group s_g (float32 on the model's device); see the class docstring for the definition."""
+        self._sync()
+        device = self.device
+        norm_sq = torch.zeros(len(self), device=device)
+        own_sq = torch.zeros(len(self), device=device)
+        own_kinds = _OWN_KINDS[self.granularity]
+        by_module: dict[str, list[tuple[_Axis, Tensor]]] = {}
+        for ax in self._axes:
+            if ax.kind in _NORM_KINDS:
+                gid = ax.gid.reshape(-1)
+                valid = gid >= 0
+                norm_sq.index_add_(0, gid[valid].to(device), ax.position_sq()[valid].to(device))
+            elif ax.kind in own_kinds:
+                by_module.setdefault(ax.module, []).append((ax, ax.position_sq()))
+        for entries in by_module.values():
+            scale = torch.ones((), device=entries[0][1].device)
+            if _NORMALISED[self.granularity]:
+                total = torch.stack([sq for _, sq in entries]).sum(0)
+                live = total > 0
+                per_position = sum(ax.per_position for ax, _ in entries)
+                if bool(live.any()):
+                    scale = total[live].sum() / (per_position * live.sum())
+            for ax, sq in entries:
+                gid = ax.gid.reshape(-1)
+                valid = gid >= 0
+                own_sq.index_add_(0, gid[valid].to(device), (sq[valid] / scale).to(device))
+        sizes = self._sizes.to(device)
+        return torch.where(self._has_norm.to(device), norm_sq, own_sq) / sizes
+
+    def sizes(self) -> Tensor:
+        """m_g: how many elements `statistic()` averages over (float32, model's device)."""
+        return self._sizes.to(self.device)
+
+    def costs(self, kind: CostKind) -> Tensor:
+        """What removing each group saves (float64, model's device).
+
+        "params": elements in all its slices. "macs": per-sample multiply-accumulates of every conv/linear
+        it touches (an output slice costs k*k*C_in/groups*H*W, an input slice k*k*C_out*H*W), measured from
+        output sizes at the example input; removing several groups of one layer pair counts their shared
+        kernels twice, so the sum slightly overstates a joint removal. "channels": conv/linear output
+        channels removed (a residual group removes one per tied layer); 1 per kernel or feature group.
+        """
+        if kind not in self._costs:
+            raise ValueError(f"unknown cost kind {kind!r} (known: channels, params, macs)")
+        return self._costs[kind].to(self.device)
+
+    def broadcast(
+        self, per_group: Tensor, *, combine: Literal["sum", "prod"], fill: float
+    ) -> dict[nn.Parameter, Tensor]:
+        """For every parameter a group touches, one small tensor broadcastable to it.
+
+        A conv weight with output groups a[o] and input groups b[i] gets a.view(O,1,1,1) + b.view(1,I,1,1)
+        ("sum", e.g. extra weight decay) or their product ("prod", e.g. 0/1 keep masks). `fill` stands for
+        positions no group owns (the classifier's outputs), once per split dim, so pass the combine's
+        identity (0 for sum, 1 for prod). Parameters no group touches are absent.
+        """
+        if combine not in ("sum", "prod"):
+            raise ValueError(f"combine must be 'sum' or 'prod', got {combine!r}")
+        if per_group.shape != (len(self),):
+            raise ValueError(f"per_group must have shape ({len(self)},), got {tuple(per_group.shape)}")
+        self._sync()
+        extended: dict[torch.device, Tensor] = {}
+        out: dict[nn.Parameter, Tensor] = {}
+        for ax in self._axes:
+            device = ax.param.device
+            if device not in extended:
+                values = per_group.to(device)
+                extended[device] = torch.cat([values, values.new_full((1,), fill)])
+            part = extended[device][ax.gid]  # gid -1 picks the trailing fill
+            previous = out.get(ax.param)
+            if previous is None:
+                out[ax.param] = part
+            else:
+                out[ax.param] = previous + part if combine == "sum" else previous * part
+        return out
+
+    def zero_(self, pruned: Tensor) -> None:
+        """Set every slice of the pruned groups exactly to 0, so the masked model equals the shrunk one."""
+        keep = self.broadcast(~self._check_mask(pruned), combine="prod", fill=True)
+        with torch.no_grad():
+            for param, mask in keep.items():
+                param.masked_fill_(~mask, 0.0)
+
+    def _check_mask(self, pruned: Tensor) -> Tensor:
+        if pruned.shape != (len(self),):
+            raise ValueError(f"pruned must have shape ({len(self)},), got {tuple(pruned.shape)}")
+        return pruned.bool()
+
+    def layer_table(self, pruned: Tensor) -> list[dict]:
+        """Per coupled layer: {"layer", "kept", "total"} groups, in model order, for reports."""
+        pruned = self._check_mask(pruned).cpu()
+        total = torch.bincount(self.layer_ids, minlength=len(self.layers))
+        kept = torch.bincount(self.layer_ids[~pruned], minlength=len(self.layers))
+        return [
+            {"layer": name, "kept": int(k), "total": int(t)}
+            for name, k, t in zip(self.layers, kept.tolist(), total.tolist(), strict=True)
+        ]
+
+    def emptied_layers(self, pruned: Tensor) -> list[str]:
+        """Layers whose every group is pruned (physically removing them would leave a zero-width layer)."""
+        return [row["layer"] for row in self.layer_table(pruned) if row["kept"] == 0]
+
+    def keep_one_per_layer(self, pruned: Tensor, score: Tensor | None = None) -> Tensor:
+        """`pruned` with, in each layer it would empty, its highest-`score` group (default: the statistic)
+        kept, so callers such as budget control never ask `shrink` for a zero-width layer."""
+        pruned = self._check_mask(pruned).clone()
+        emptied = set(self.emptied_layers(pruned))
+        if not emptied:
+            return pruned
+        score = (self.statistic() if score is None else score).detach().cpu()
+        for layer_id, name in enumerate(self.layers):
+            if name in emptied:
+                start = int(self._layer_start[layer_id])
+                count = int((self.layer_ids == layer_id).sum())
+                pruned[start + int(score[start : start + count].argmax())] = False
+        return pruned
+
+    def select(self, channels: Mapping[str, Sequence[int]]) -> Tensor:
+        """Boolean group mask from {layer: [channel positions]} (the inverse of `pruned_spec`)."""
+        mask = torch.zeros(len(self), dtype=torch.bool)
+        index = {name: i for i, name in enumerate(self.layers)}
+        counts = torch.bincount(self.layer_ids, minlength=len(self.layers))
+        for layer, positions in channels.items():
+            if layer not in index:
+                raise ValueError(f"no {self.granularity} groups in layer {layer!r}")
+            layer_id = index[layer]
+            for position in positions:
+                if not 0 <= int(position) < int(counts[layer_id]):
+                    raise ValueError(
+                        f"layer {layer!r} has {int(counts[layer_id])} groups, not position {position}"
+                    )
+                mask[int(self._layer_start[layer_id]) + int(position)] = True
+        return mask
+
+    def feature_index(self, g: int) -> int:
+        """Input column of the first Linear layer that feature group `g` selects (variable selection)."""
+        if self.granularity != "feature":
+            raise ValueError(f"feature_index needs granularity 'feature', not {self.granularity!r}")
+        return int(self.channel_index[g])
+
+    def removals(self, pruned: Tensor) -> list[tuple[str, PruneFn, list[int]]]:
+        """Per module: the torch-pruning function and the original indices it must remove, all at once,
+        so no removal shifts another's indices (empty for masked-only granularities)."""
+        pruned = self._check_mask(pruned).cpu()
+        plan = []
+        for module, fn, positions, gids in self._removals:
+            drop = positions[pruned[gids]]
+            if len(drop):
+                plan.append((module, fn, sorted(drop.tolist())))
+        return plan
+
+    @cached_property
+    def groups(self) -> list[Group]:
+        """Per-group objects for inspection and reports, built on first use (hot paths never need them)."""
+        slices: list[list[Slice]] = [[] for _ in range(len(self))]
+        for ax in self._axes:
+            gid = ax.gid.reshape(-1).cpu()
+            positions = (gid >= 0).nonzero().squeeze(1)
+            ids = gid[positions]
+            order = torch.argsort(ids, stable=True)
+            positions, ids = positions[order], ids[order]
+            unique, counts = torch.unique_consecutive(ids, return_counts=True)
+            for g, chunk in zip(unique.tolist(), positions.split(counts.tolist()), strict=True):
+                if ax.kind == "kernel":
+                    row, column = divmod(int(chunk[0]), ax.gid.shape[1])
+                    part = Slice(ax.param_name, ax.param, 1, torch.tensor([column]), ax.kind, row)
+                else:
+                    part = Slice(ax.param_name, ax.param, ax.dim, chunk, ax.kind)
+                slices[g].append(part)
+        macs, params = self._costs["macs"].tolist(), self._costs["params"].tolist()
+        return [
+            Group(
+                slices[g],
+                self.layers[int(self.layer_ids[g])],
+                int(self.channel_index[g]),
+                macs[g],
+                int(params[g]),
+            )
+            for g in range(len(self))
+        ]
+
+
+def channel_widths(model: nn.Module) -> dict[str, int]:
+    """Output channels/features of every conv and linear layer, by qualified name, for reports and checks."""
+    widths = {}
+    for name, module in model.named_modules():
+        if isinstance(module, _ConvNd):
+            widths[name] = module.out_channels
+        elif isinstance(module, nn.Linear):
+            widths[name] = module.out_features
+    return widths
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Trace in eval mode (no running-stat updates, no dropout) and restore each module's own flag."""
+    flags = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, flag in flags.items():
+            module.training = flag
+
+
+def _positions(model: nn.Module, example_input: Tensor) -> dict[nn.Module, int]:
+    """Output positions per sample (H*W for a conv, 1 for a plain linear) of each conv/linear, in the
+    order they first run, which is also how "the first Linear layer" is found."""
+    positions: dict[nn.Module, int] = {}
+
+    def record(module: nn.Module, _inputs: object, output: Tensor) -> None:
+        channels = output.shape[1] if isinstance(module, _ConvNd) else output.shape[-1]
+        positions[module] = positions.get(module, 0) + output.numel() // (output.shape[0] * channels)
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, _ConvNd | nn.Linear)]
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return positions
+
+
+class _Builder:
+    """Accumulates group ids per (parameter, kind) while groups are discovered."""
+
+    def __init__(self, positions: Mapping[nn.Module, int]) -> None:
+        self.positions = positions
+        self.axes: dict[tuple[str, str], _Axis] = {}
+
+    def add(
+        self, module_name: str, module: nn.Module, attr: str, kind: str, dim: int, index: Tensor, ids: Tensor
+    ) -> None:
+        param = getattr(module, attr)
+        if param is None:
+            return
+        param_name = f"{module_name}.{attr}" if module_name else attr
+        axis = self.axes.get((param_name, kind))
+        if axis is None:
+            split = (0, 1) if kind == "kernel" else (dim,)
+            shape = [size if d in split else 1 for d, size in enumerate(param.shape)]
+            gid = torch.full(shape, -1, dtype=torch.long)
+            per_position = param.numel() // gid.numel()
+            cost = per_position * self.positions.get(module, 0) if attr == "weight" else 0  # 0 for norms
+            axis = _Axis(param_name, param, module_name, kind, dim, gid, torch.full(shape, float(cost)))
+            self.axes[(param_name, kind)] = axis
+        flat = axis.gid.view(-1)
+        if bool((flat[index] >= 0).any()):
+            raise ValueError(f"{param_name}: torch-pruning put one {kind} slice in two groups")
+        flat[index] = ids
+
+
+def _role(name: str, module: nn.Module, handler: PruneFn) -> str:
+    """How a dependency touches `module`: its "out"puts, "in"puts, "norm" affine or "prelu" slope."""
+    if isinstance(module, _ConvNd):
+        depthwise = module.groups == module.in_channels == module.out_channels
+        if module.transposed or module.groups > 1 and not depthwise:
+            raise ValueError(
+                f"cannot prune channels of {name!r}: grouped/transposed convolutions are unsupported"
+            )
+        if module.groups > 1:  # depthwise: its inputs and outputs are the same channels
+            return "out"
+        return "out" if handler.__name__ == "prune_out_channels" else "in"
+    if isinstance(module, nn.Linear):
+        return "out" if handler.__name__ == "prune_out_channels" else "in"
+    if isinstance(module, _BatchNorm | _InstanceNorm):
+        if module.weight is None:
+            raise ValueError(
+                f"cannot prune channels through {name!r}: a norm layer without affine parameters "
+                "emits -mean/std, not 0, for a zeroed channel"
+            )
+        return "norm"
+    if isinstance(module, nn.PReLU):
+        return "prelu"
+    raise ValueError(
+        f"cannot prune channels through {name!r} ({type(module).__name__}): zeroing a channel there "
+        "does not equal removing it"
+    )
+
+
+_SLICES = {
+    "out": (("weight", "out_weight", 0), ("bias", "out_bias", 0)),
+    "in": (("weight", "in_weight", 1),),
+    "norm": (("weight", "bn_weight", 0), ("bias", "bn_bias", 0)),
+    "prelu": (("weight", "prelu_weight", 0),),
+}
+
+
+def _channel_groups(
+    model: nn.Module, example_input: Tensor, classifier: nn.Module, roots: tuple[type, ...], builder: _Builder
+) -> tuple[list[str], Tensor, list[tuple[str, PruneFn, Tensor, Tensor]]]:
+    """Coupled groups from torch-pruning's DependencyGraph, ordered by their layer's place in the model."""
+    names = {module: name for name, module in model.named_modules()}
+    order = {name: i for i, name in enumerate(names.values())}
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=(example_input,), verbose=False)
+    found = []
+    for group in graph.get_all_groups(ignored_layers=[classifier], root_module_types=list(roots)):
+        items = []
+        for item in group.items:
+            target = item.dep.target
+            if target.type == tp.ops.OPTYPE.OUTPUT:  # a channel that is a model output is never prunable
+                items = []
+                break
+            if target.module not in names:
+                if isinstance(target.module, nn.Parameter):
+                    raise ValueError(
+                        "cannot prune channels through a bare nn.Parameter outside standard layers"
+                    )
+                continue
+            name = names[target.module]
+            role = _role(name, target.module, item.dep.handler)
+            items.append((name, target.module, role, item.dep.handler, item.idxs, item.root_idxs))
+        if items:
+            layer = min((i[0] for i in items if i[2] == "out"), key=order.__getitem__)
+            found.append((order[layer], layer, len(group[0].idxs), items))
+    found.sort(key=lambda entry: entry[0])
+
+    layers, layer_ids = [], []
+    removals: dict[tuple[str, PruneFn], list[tuple[Tensor, Tensor]]] = {}
+    base = 0
+    for layer_id, (_, layer, width, items) in enumerate(found):
+        layers.append(layer)
+        layer_ids.append(torch.full((width,), layer_id, dtype=torch.long))
+        for name, module, role, handler, idxs, root_idxs in items:
+            index = torch.tensor(idxs, dtype=torch.long)
+            ids = base + torch.tensor(root_idxs, dtype=torch.long)
+            for attr, kind, dim in _SLICES[role]:
+                builder.add(name, module, attr, kind, dim, index, ids)
+            removals.setdefault((name, handler), []).append((index, ids))
+        base += width
+    plan = [
+        (name, handler, torch.cat([i for i, _ in parts]), torch.cat([g for _, g in parts]))
+        for (name, handler), parts in removals.items()
+    ]
+    return layers, torch.cat(layer_ids) if layer_ids else torch.zeros(0, dtype=torch.long), plan
+
+
+def build_groups(model: nn.Module, example_input: Tensor, granularity: str = "channel") -> GroupSet:
+    """Trace `model` (which must name its output layer in `classifier_name`) on `example_input` (a batch)
+    and return its groups: "channel" (coupled channel groups, physically removable), "neuron" (the same
+    restricted to Linear layers), "kernel" (each k x k kernel of each conv, masked only) or "feature"
+    (input columns of the first Linear layer, masked only)."""
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"unknown granularity {granularity!r} (known: {', '.join(GRANULARITIES)})")
+    classifier_name = getattr(model, "classifier_name", None)
+    if not isinstance(classifier_name, str):
+        raise TypeError("model must name its output nn.Linear in a `classifier_name` attribute")
+    classifier = model.get_submodule(classifier_name)
+    with _eval_mode(model), torch.enable_grad():
+        positions = _positions(model, example_input)
+        builder = _Builder(positions)
+        removals: list[tuple[str, PruneFn, Tensor, Tensor]] = []
+        if granularity in ("channel", "neuron"):
+            roots = (_ConvNd, nn.Linear) if granularity == "channel" else (nn.Linear,)
+            layers, layer_ids, removals = _channel_groups(model, example_input, classifier, roots, builder)
+        else:
+            names = {module: name for name, module in model.named_modules()}
+            if granularity == "kernel":
+                chosen = [
+                    m for m in names if isinstance(m, _ConvNd) and m in positions and m is not classifier
+                ]
+            else:
+                chosen = [next((m for m in positions if isinstance(m, nn.Linear)), None)]
+            layers, parts, base = [], [], 0
+            for layer_id, module in enumerate(m for m in chosen if m is not None):
+                weight = module.weight
+                count = weight.shape[0] * weight.shape[1] if granularity == "kernel" else weight.shape[1]
+                kind, dim = ("kernel", 1) if granularity == "kernel" else ("in_weight", 1)
+                builder.add(
+                    names[module],
+                    module,
+                    "weight",
+                    kind,
+                    dim,
+                    torch.arange(count),
+                    base + torch.arange(count),
+                )
+                layers.append(names[module])
+                parts.append(torch.full((count,), layer_id, dtype=torch.long))
+                base += count
+            layer_ids = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+    if not layers:
+        raise ValueError(f"model has no prunable {granularity} groups")
+    return GroupSet(
+        granularity, list(builder.axes.values()), layers, layer_ids, removals, channel_widths(model)
+    )

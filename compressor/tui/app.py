@@ -1,0 +1,296 @@
+"""The dashboard app: live training in a thread worker, or a run's metrics.jsonl replayed / followed.
+
+The engine never sees Textual: training gets a plain `on_event` callback that posts messages and a plain
+`should_stop` that also implements pause (the training thread waits there between steps). Every worker
+error arrives in `on_worker_state_changed`, the one place that turns it into UI state and an exit code.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar, NamedTuple
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Grid, VerticalScroll
+from textual.widgets import Footer
+from textual.worker import Worker, WorkerState
+
+from compressor.engine.events import Event, StepDone
+from compressor.errors import CompressorError, RunDirError
+from compressor.tui.messages import EngineEvent, EventBatch, StepProgress
+from compressor.tui.source import MetricsTail
+from compressor.tui.state import CURVES, HEADER, LAYERS, OPTIMIZER, RELIABILITY, RunState
+from compressor.tui.widgets import (
+    CurvePlot,
+    EventLog,
+    HelpScreen,
+    LayerTable,
+    OptimizerPanel,
+    ReliabilityPlot,
+    RunHeader,
+)
+from compressor.tui.widgets.curves import Series
+
+Job = Callable[[Callable[[Event], None], Callable[[], bool]], Path]
+"""Training as the dashboard sees it: called with (on_event, should_stop) in a thread, returns the run dir."""
+
+POLL_SECONDS = 0.5
+PAUSE_POLL_SECONDS = 0.2
+
+CSS = """
+#body { height: 1fr; }
+#panels { layout: grid; grid-gutter: 0; }
+.panel { border: round $primary 50%; border-title-color: $text; border-subtitle-color: $text-muted;
+         background: $surface; }
+.panel:focus { border: round $accent; }
+OptimizerPanel { padding: 0 1; }
+Screen.-wide #panels { grid-size: 3; grid-columns: 1fr 1fr 1fr; grid-rows: 1fr 1fr 1fr; height: 100%;
+                       min-height: 36; }
+Screen.-narrow #panels { grid-size: 2; grid-columns: 1fr 1fr; grid-rows: 11; height: auto; }
+Screen.-narrow #layers, Screen.-narrow #log { column-span: 2; }
+Screen.-narrow #layers { row-span: 2; }
+"""
+
+
+def error_text(error: BaseException) -> str:
+    if isinstance(error, CompressorError):
+        return str(error)
+    return f"{error.__class__.__name__}: {error}"
+
+
+class Dashboard(App[None]):
+    """One app for the three modes: `job=` trains live, `metrics=` replays (and with `follow=` keeps reading)."""
+
+    TITLE = "compressor"
+    CSS = CSS
+    HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [(0, "-narrow"), (120, "-wide")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "stop", "quit"),
+        Binding("ctrl+q,ctrl+c", "stop", "quit", show=False, priority=True),
+        Binding("p", "pause", "pause/resume"),
+        Binding("question_mark", "help", "help"),
+    ]
+
+    def __init__(self, *, job: Job | None = None, metrics: Path | None = None, follow: bool = False,
+                 external_stop: Callable[[], bool] | None = None) -> None:
+        super().__init__()
+        self.job, self.metrics, self.follow = job, metrics, follow
+        self.external_stop = external_stop or (lambda: False)
+        self.state = RunState()
+        self.run_dir: Path | None = None
+        self.error: BaseException | None = None
+        self.stop_requested = threading.Event()
+        self.running = threading.Event()  # cleared while paused
+        self.running.set()
+        self._closing = threading.Event()
+        self._job_done = False
+
+    # -- layout -------------------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield RunHeader(id="header")
+        with VerticalScroll(id="body"), Grid(id="panels"):
+            yield CurvePlot("train loss", [Series("train", "train_loss", "orange")], id="loss")
+            yield CurvePlot("eval accuracy %", [Series("sample", "accuracy", "cyan", 100),
+                                                Series("BMA", "bma_accuracy", "green", 100)], id="accuracy")
+            yield CurvePlot("eval NLL", [Series("sample", "nll", "cyan"), Series("BMA", "bma_nll", "green")],
+                            id="nll")
+            yield CurvePlot("ECE", [Series("sample", "ece", "cyan"), Series("BMA", "bma_ece", "green")], id="ece")
+            yield CurvePlot("remaining %", [Series("params", "params_left", "orange", 100),
+                                            Series("channels", "channels_left", "cyan", 100),
+                                            Series("MACs", "macs_left", "magenta", 100)],
+                            ylim=(0, 105), id="remaining")
+            yield ReliabilityPlot(id="reliability")
+            yield LayerTable(id="layers")
+            yield OptimizerPanel(id="optimizer")
+            yield EventLog(id="log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._show({HEADER, OPTIMIZER})
+        if self.job is not None:
+            self.run_worker(self._train, name="train", thread=True, exit_on_error=False)
+        elif self.metrics is not None:
+            self.run_worker(self._watch, name="watch", thread=True, exit_on_error=False)
+
+    def on_unmount(self) -> None:
+        """If the UI goes away first (a crash), the training thread still stops at a step and checkpoints."""
+        self._closing.set()
+        self.stop_requested.set()
+        self.running.set()
+
+    # -- workers (run in threads; they only post messages) -------------------------------------------------
+    def _train(self) -> Path:
+        assert self.job is not None
+        return self.job(self._post_event, self._should_stop)
+
+    def _post_event(self, event: Event) -> None:
+        self.post_message(StepProgress(event) if isinstance(event, StepDone) else EngineEvent(event))
+
+    def _should_stop(self) -> bool:
+        while not self.running.wait(PAUSE_POLL_SECONDS):
+            if self.external_stop():
+                break
+        return self.stop_requested.is_set() or self.external_stop()
+
+    def _watch(self) -> None:
+        assert self.metrics is not None
+        tail = MetricsTail(self.metrics)
+        self.post_message(EventBatch(tail.read_new(), live=False))
+        while self.follow and not self._closing.wait(POLL_SECONDS):
+            events = tail.read_new()
+            if events:
+                self.post_message(EventBatch(events, live=True))
+
+    # -- messages -----------------------------------------------------------------------------------------
+    def on_step_progress(self, message: StepProgress) -> None:
+        self._show(self.state.apply(message.event, message.at))
+
+    def on_engine_event(self, message: EngineEvent) -> None:
+        self._show(self.state.apply(message.event, message.at))
+        self.query_one(EventLog).add_event(message.event, live=True)
+
+    def on_event_batch(self, message: EventBatch) -> None:
+        changed: set[str] = set()
+        log = self.query_one(EventLog)
+        for event in message.events:
+            changed |= self.state.apply(event, message.at if message.live else None)
+            log.add_event(event, live=message.live)
+        self._show(changed | {HEADER})
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state not in (WorkerState.SUCCESS, WorkerState.ERROR):
+            return
+        log = self.query_one(EventLog)
+        if event.worker.name == "train":
+            self._job_done = True
+        if event.state == WorkerState.ERROR:
+            error = event.worker.error
+            assert error is not None
+            self.error = error
+            what = "training" if event.worker.name == "train" else "reading metrics.jsonl"
+            log.add_line(f"{what} failed: {error_text(error)} — press q to quit", "bold red")
+            self.notify(error_text(error), title=f"{what} failed", severity="error", timeout=60)
+        elif event.worker.name == "train":
+            self.run_dir = event.worker.result
+            if not (self.stop_requested.is_set() or self.external_stop()):
+                log.add_line("training finished — press q to close the dashboard", "bold green")
+        if self._job_done and (self.stop_requested.is_set() or self.external_stop()):
+            self.exit(return_code=self.exit_code)
+        self.refresh_bindings()
+        self._show({HEADER})
+
+    # -- actions ------------------------------------------------------------------------------------------
+    def action_stop(self) -> None:
+        """q: quit a viewer or a finished run at once; a live run first finishes its step and checkpoints."""
+        if self.job is None or self._job_done:
+            self.exit(return_code=self.exit_code)
+            return
+        if self.stop_requested.is_set():
+            self.notify("still finishing the current step…")
+            return
+        self.stop_requested.set()
+        self.running.set()
+        self.query_one(EventLog).add_line("stopping after the current step; a checkpoint will be written",
+                                          "bold yellow")
+        self.refresh_bindings()
+        self._show({HEADER})
+
+    def action_pause(self) -> None:
+        if self.running.is_set():
+            self.running.clear()
+            self.query_one(EventLog).add_line("paused: training waits before its next step", "yellow")
+        else:
+            self.state.reset_rate()  # the paused time must not count in the ETA
+            self.running.set()
+            self.query_one(EventLog).add_line("resumed")
+        self._show({HEADER})
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "pause":
+            return self.job is not None and not self._job_done and not self.stop_requested.is_set()
+        return True
+
+    # -- rendering ----------------------------------------------------------------------------------------
+    @property
+    def exit_code(self) -> int:
+        if self.error is None:
+            return 0
+        return self.error.exit_code if isinstance(self.error, CompressorError) else 1
+
+    @property
+    def status(self) -> str:
+        finished = self.state.finished
+        if self.error is not None:
+            return "failed"
+        if finished is not None and (self.job is None or self._job_done):
+            return "stopped" if finished.stopped_early else "finished"
+        if self.job is None:
+            return "following" if self.follow else "replay"
+        if self.stop_requested.is_set():
+            return "stopping"
+        if not self.running.is_set():
+            return "paused"
+        return "running" if self.state.started is not None else "waiting"
+
+    def _status_detail(self) -> str:
+        status = self.status
+        if status == "stopping":
+            return "after this step…"
+        if status in ("finished", "stopped", "failed") and self.job is not None:
+            return "· q closes"
+        if status == "following" and self.metrics is not None:
+            return f"{self.metrics}"
+        return ""
+
+    def _show(self, changed: set[str]) -> None:
+        state = self.state
+        if HEADER in changed:
+            self.query_one(RunHeader).show(state, self.status, self._status_detail())
+        if CURVES in changed:
+            points = state.curve_points()
+            for plot in self.query(CurvePlot):
+                plot.show(points)
+        if LAYERS in changed:
+            self.query_one(LayerTable).show(state.layers, state.layers_note)
+        if OPTIMIZER in changed:
+            self.query_one(OptimizerPanel).show(state)
+        if RELIABILITY in changed:
+            ece = (state.last_epoch.eval or {}).get("ece") if state.last_epoch is not None else None
+            self.query_one(ReliabilityPlot).show(state.reliability, ece)
+
+
+class TrainOutcome(NamedTuple):
+    run_dir: Path
+    stopped: bool
+
+
+def train_with_dashboard(job: Job, external_stop: Callable[[], bool]) -> TrainOutcome:
+    """Run `job` under the dashboard; a training error is re-raised once the terminal is restored, so the CLI
+    prints it and exits with its code exactly as without the dashboard."""
+    app = Dashboard(job=job, external_stop=external_stop)
+    app.run()
+    if app.error is not None:
+        raise app.error
+    if app.run_dir is None:
+        where = f" ({app.state.started.run_dir})" if app.state.started is not None else ""
+        raise CompressorError(f"the dashboard closed before training ended; resume from the run directory{where}")
+    finished = app.state.finished
+    return TrainOutcome(app.run_dir, finished is not None and finished.stopped_early)
+
+
+def view_run(run_dir: Path, follow: bool) -> None:
+    """`compressor dashboard RUN_DIR`: replay a run's metrics.jsonl, following appended lines if asked."""
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        raise RunDirError(f"{run_dir}: not a run directory (no metrics.jsonl)")
+    app = Dashboard(metrics=metrics, follow=follow)
+    app.run()
+    if app.error is not None:
+        raise app.error

@@ -1,0 +1,87 @@
+"""Per-epoch curves and the reliability diagram, drawn with textual-plotext."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from textual_plotext import PlotextPlot
+
+from compressor.tui.state import EpochPoint
+
+
+@dataclass(frozen=True)
+class Series:
+    label: str
+    attr: str
+    color: str
+    scale: float = 1.0
+
+
+class CurvePlot(PlotextPlot):
+    """One panel of curves over epochs; a series with no values yet (e.g. BMA before the first sample) is
+    simply not drawn."""
+
+    def __init__(self, title: str, series: list[Series], *, ylim: tuple[float, float] | None = None,
+                 id: str | None = None) -> None:
+        super().__init__(id=id, classes="panel")
+        self.title, self.series, self.ylim = title, series, ylim
+        self.border_title = title
+        self.drawn: dict[str, list[float]] = {}
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.show([])
+
+    def show(self, points: list[EpochPoint]) -> None:
+        plt = self.plt
+        plt.clear_data()
+        plt.xlabel("epoch")
+        self.drawn = {}
+        for s in self.series:
+            pts = [(p.epoch, getattr(p, s.attr)) for p in points if getattr(p, s.attr) is not None]
+            if not pts:
+                continue
+            xs, ys = [x for x, _ in pts], [s.scale * y for _, y in pts]
+            plt.plot(xs, ys, label=s.label if len(self.series) > 1 else None, color=s.color, marker="braille")
+            self.drawn[s.label] = ys
+        if points:
+            last = points[-1].epoch
+            plt.xlim(min(p.epoch for p in points) - 0.05, last + 0.05)
+            step = max(1, (last + 7) // 8)
+            plt.xticks(list(range(points[0].epoch, last + 1, step)))
+        if self.ylim is not None:
+            plt.ylim(*self.ylim)
+        latest = ", ".join(f"{label} {ys[-1]:.4g}" for label, ys in self.drawn.items())
+        self.border_subtitle = latest or "waiting for the first epoch"
+        self.refresh()
+
+
+class ReliabilityPlot(PlotextPlot):
+    """Accuracy against confidence per bin for the latest evaluation; bars on the diagonal are calibrated."""
+
+    def __init__(self, id: str | None = None) -> None:
+        super().__init__(id=id, classes="panel")
+        self.border_title = "reliability (latest eval)"
+        self.bins: list[dict[str, Any]] = []
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.show([], None)
+
+    def show(self, bins: list[dict[str, Any]], ece: float | None) -> None:
+        plt = self.plt
+        plt.clear_data()
+        self.bins = [b for b in bins if b.get("count")]
+        plt.plot([0.0, 1.0], [0.0, 1.0], color="gray", marker="braille", label="ideal")
+        if self.bins:
+            width = 0.8 * (self.bins[0]["hi"] - self.bins[0]["lo"])
+            plt.bar([(b["lo"] + b["hi"]) / 2 for b in self.bins], [b["accuracy"] for b in self.bins],
+                    width=width, color="cyan", label="accuracy", reset_ticks=False)
+        plt.xlim(0.0, 1.0)
+        plt.ylim(0.0, 1.0)
+        plt.xlabel("confidence")
+        n = sum(int(b["count"]) for b in self.bins)
+        self.border_subtitle = (f"ECE {ece:.4f} · {n} examples" if ece is not None and n
+                                else "waiting for the first evaluation")
+        self.refresh()
