@@ -3,7 +3,8 @@
 Same process, same parameter shapes (from compressor.models), interleaved repeats, medians; prints ratios.
 Also prints the time of one Gaussian draw over all parameters: on CPU torch's generator (mt19937 +
 Box-Muller) costs more than a whole SGD step, and the sampler needs two draws per step (xi_t and the
-regenerated xi_{t-1}), so that draw, not memory traffic, bounds the CPU ratio.
+regenerated xi_{t-1}; one with eta = 0, where rho is frozen), so that draw, not memory traffic, bounds
+the CPU ratio. Variants: fp32 rho (default), eta = 0, bf16 rho.
 
     python benchmarks/bench_optimizer.py [--device cuda] [--threads 1] [--repeats 15] [--steps 20]
 """
@@ -62,6 +63,7 @@ def bench(model_name: str, device: torch.device, repeats: int, steps: int) -> No
             _clone_params(model, device, 0), lr=0.1, momentum=0.9, weight_decay=5e-4, foreach=True
         ),
         "sghmc": AdaptiveSGHMC(_clone_params(model, device, 0), n_data=50_000, lr=0.1, temperature="1/N"),
+        "sghmc_eta0": AdaptiveSGHMC(_clone_params(model, device, 0), n_data=50_000, lr=0.1, eta=0.0),
         "sghmc_bf16rho": AdaptiveSGHMC(
             _clone_params(model, device, 0),
             n_data=50_000,

@@ -6,9 +6,9 @@ import os
 import signal
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 import typer
 
@@ -64,8 +64,9 @@ def friendly_errors() -> Iterator[None]:
 class StopFlag:
     """SIGINT/SIGTERM ask the engine to stop after the current step; a second Ctrl-C aborts at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, quiet: bool = False) -> None:
         self.signum: int | None = None
+        self.quiet = quiet  # data-parallel ranks other than 0 stop silently; rank 0 speaks for all
         self._old: dict[int, Any] = {}
 
     def __call__(self) -> bool:
@@ -75,9 +76,10 @@ class StopFlag:
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
-        typer.echo("\nstopping after this step (Ctrl-C again to abort without a checkpoint)…", err=True)
+        if not self.quiet:
+            typer.echo("\nstopping after this step (Ctrl-C again to abort without a checkpoint)…", err=True)
 
-    def __enter__(self) -> StopFlag:
+    def __enter__(self) -> Self:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old[sig] = signal.signal(sig, self._handle)
         return self
@@ -104,24 +106,53 @@ def train(
         if device not in ("auto", "cpu", "cuda"):
             fail(f"--device: expected auto, cpu or cuda, got '{device}'", 2)
         if resume is not None:
-            if not (resume / "checkpoints" / "last.pt").is_file():
+            if not any((resume / "checkpoints" / f).is_file() for f in ("last.pt", "previous.pt")):
                 fail(f"{resume}: no checkpoint to resume (expected {resume / 'checkpoints' / 'last.pt'})", 3)
             rec = None
         else:
             rec = load_recipe(recipe, set_ or [])
             if name:
                 rec.name = name
+        from compressor.engine.distributed import launcher, process_rank
         from compressor.engine.trainer import run
         from compressor.sinks.console import ConsoleSink
 
-        sink = ConsoleSink()
-        with StopFlag() as stop, sink:
-            run_dir = run(rec, sink, stop, out_dir=out, device=None if device == "auto" else device, resume=resume)
+        main = process_rank() == 0  # under torchrun only rank 0 prints; the engine keeps the others silent
+        dev = None if device == "auto" else device
+        if main and sys.stdout.isatty() and not no_tui:
+            from compressor.tui.app import train_with_dashboard
+
+            with StopFlag(quiet=True) as stop:  # the dashboard shows the stop; an echo would tear its screen
+                outcome = train_with_dashboard(
+                    lambda on_event, should_stop: run(rec, on_event, should_stop, out_dir=out, device=dev,
+                                                      resume=resume), stop)
+            run_dir = outcome.run_dir
+            if outcome.stopped and stop.signum is None:  # `q` in the dashboard: a requested stop, exit 0
+                typer.echo(f"stopped; resume with: {launcher()} train {recipe} --resume {run_dir}", err=True)
+        else:
+            sink = ConsoleSink() if main else None
+            with StopFlag(quiet=not main) as stop, sink or nullcontext():
+                run_dir = run(rec, sink, stop, out_dir=out, device=dev, resume=resume)
+        if not main:
+            raise typer.Exit(0 if stop.signum is None else 128 + stop.signum)
         if stop.signum is not None:
-            typer.echo(f"stopped; resume with: compressor train {recipe} --resume {run_dir}", err=True)
+            typer.echo(f"stopped; resume with: {launcher()} train {recipe} --resume {run_dir}", err=True)
             typer.echo(str(run_dir))
             raise typer.Exit(128 + stop.signum)
         typer.echo(str(run_dir))
+
+
+@app.command()
+def dashboard(
+    run_dir: Annotated[Path, typer.Argument(help="run directory")],
+    follow: Annotated[bool, typer.Option("--follow/--no-follow",
+                                         help="keep reading lines a live run appends to metrics.jsonl")] = True,
+) -> None:
+    """Open the dashboard on a run's metrics.jsonl: replay a finished run, or follow one still training."""
+    with friendly_errors():
+        from compressor.tui.app import view_run
+
+        view_run(run_dir, follow=follow)
 
 
 @app.command("eval")
@@ -178,6 +209,64 @@ def export(
 
 
 @app.command()
+def compare(
+    recipe: Annotated[Path | None, typer.Argument(help="recipe YAML giving model, data and train (its method "
+                                                  "section seeds that method's settings)")] = None,
+    methods: Annotated[str | None, typer.Option("--methods", help="comma-separated, e.g. emmcmc,l1_filter,sgd "
+                                                "(default: all ten)")] = None,
+    target: Annotated[float, typer.Option("--target", help="fraction to remove: of the MACs for structured "
+                                          "methods, of the weights for unstructured ones")] = 0.5,
+    set_: SetOpt = None,
+    method_set: Annotated[list[str] | None, typer.Option("--method-set", help="NAME:KEY=VALUE for one method; "
+                                                         "sgd: and avb: also reach the methods built on them")] = None,
+    out: Annotated[Path, typer.Option("--out", help="folder for compare-<stamp>/, or an existing compare "
+                                      "folder to continue")] = Path("runs"),
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="seeds per method (mean ± std)")] = 1,
+    resume: Annotated[Path | None, typer.Option("--resume", help="continue this compare folder with the "
+                                                "settings stored in it")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
+    no_export: Annotated[bool, typer.Option("--no-export", help="skip the ONNX export and latency of the "
+                                            "structured methods")] = False,
+) -> None:
+    """Train several methods under one budget and target; write leaderboard.json/.md and plots (the last
+    line printed is the compare folder). Finished runs in the folder are reused, interrupted ones resumed."""
+    with friendly_errors():
+        import json
+
+        from compressor.compare import DEFAULT_METHODS, MANIFEST, CompareOptions, ConsoleReporter, run_compare
+
+        if device not in ("auto", "cpu", "cuda"):
+            fail(f"--device: expected auto, cpu or cuda, got '{device}'", 2)
+        if resume is not None:
+            if recipe is not None or methods is not None or set_ or method_set:
+                fail("--resume takes every setting from the compare folder; drop RECIPE, --methods, --set and "
+                     "--method-set", 2)
+            if not (resume / MANIFEST).is_file():
+                fail(f"{resume}: not a compare folder (no {MANIFEST})", 3)
+            opts = CompareOptions.from_json(json.loads((resume / MANIFEST).read_text(encoding="utf-8")))
+            out = resume
+        elif recipe is None:
+            fail("give a RECIPE (or --resume COMPARE_FOLDER)", 2)
+        else:
+            names = [m.strip() for m in methods.split(",") if m.strip()] if methods else list(DEFAULT_METHODS)
+            opts = CompareOptions(recipe=recipe, methods=names, target=target, overrides=set_ or [],
+                                  method_overrides=method_set or [], seeds=seeds,
+                                  device=None if device == "auto" else device, export=not no_export)
+        reporter = ConsoleReporter()
+        with StopFlag() as stop:
+            result = run_compare(opts, out, on_event=reporter.event, on_board=reporter.board, should_stop=stop)
+        for name, message in result.errors.items():
+            typer.echo(f"error: {name}: {message}", err=True)
+        if result.stopped:
+            typer.echo(f"stopped; continue with: compressor compare --resume {result.folder}", err=True)
+            typer.echo(str(result.folder))
+            raise typer.Exit(128 + (stop.signum or signal.SIGINT))
+        typer.echo(str(result.folder))
+        if result.errors:
+            raise typer.Exit(1)
+
+
+@app.command()
 def recipes(
     models: Annotated[bool, typer.Option("--models", help="list the registered models instead")] = False,
 ) -> None:
@@ -192,7 +281,7 @@ def recipes(
     for path in sorted(RECIPES_DIR.glob("*.yaml")):
         first = path.read_text(encoding="utf-8").splitlines()[:1]
         desc = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
-        typer.echo(f"{str(path.relative_to(RECIPES_DIR.parent)):<36} {desc}")
+        typer.echo(f"{path.relative_to(RECIPES_DIR.parent)!s:<36} {desc}")
 
 
 def main() -> None:

@@ -61,7 +61,7 @@ class SGDConfig(Section):
     nesterov: bool = True
     weight_decay: float = Field(5e-4, ge=0)
     schedule: Literal["cosine", "step", "constant"] = "cosine"
-    milestones: list[int] = Field(default_factory=lambda: [], description="step schedule: epochs")
+    milestones: list[int] = Field(default_factory=list, description="step schedule: epochs")
     gamma: float = Field(0.1, gt=0, le=1)
     decay_bn: bool = Field(False, description="apply weight decay to BatchNorm and bias parameters")
 

@@ -116,10 +116,11 @@ def sets(overrides: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def dense_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real (tiny) sgd run trained through the CLI."""
+    """A real (tiny) dense run trained through the CLI: the quickstart recipe with plain SGD, because the
+    pruning schedule needs more epochs than a test can afford; `pruned_run` prunes it by hand."""
     out = tmp_path_factory.mktemp("runs")
     result = runner.invoke(app, ["train", str(ROOT / "recipes" / "quickstart.yaml"), "--no-tui", "--out", str(out),
-                                 "--name", "tiny"] + sets(QUICK))
+                                 "--name", "tiny"] + sets(QUICK + ["method={name: sgd}", "prune={}"]))
     assert result.exit_code == 0, result.output
     return Path(result.output.strip().splitlines()[-1])
 
@@ -174,7 +175,8 @@ def test_cli_export_writes_verified_files_with_report_and_metadata(
     for key in ("latency_ms_dense", "latency_ms", "speedup"):
         assert set(report[key]) == {"1", "64"} and all(v > 0 for v in report[key].values())
 
-    proto = onnx.load(str(path))
+    first = path.read_bytes()
+    proto = onnx.load_from_string(first)
     meta = X.read_metadata(proto)
     assert meta["input_size"] == [1, 8, 8] and meta["classes"] == [str(d) for d in range(10)]
     assert meta["mean"] == pytest.approx(summary["mean"]) and meta["std"] == pytest.approx(summary["std"])
@@ -183,25 +185,36 @@ def test_cli_export_writes_verified_files_with_report_and_metadata(
     assert batch_is_symbolic(proto) and [o.name for o in proto.graph.output] == ["logits"]
 
     # the PyTorch model beside it loads with weights_only, and `compressor eval` scores it the same
-    payload, (model,) = load_model_file(path.with_suffix(".pt"))
+    _, (model,) = load_model_file(path.with_suffix(".pt"))
     assert M.count_params(model)[0] == report["params"]
     assert evaluate_model_file(path.with_suffix(".pt"), [])["accuracy"] == pytest.approx(report["accuracy"], abs=1e-3)
 
     again = runner.invoke(app, ["export", str(pruned_run), "--onnx"])
     assert again.exit_code == 4 and "already exists" in one_error_line(again.output)
-    assert runner.invoke(app, ["export", str(pruned_run), "--onnx", "--force"]).exit_code == 0
+    assert path.read_bytes() == first  # untouched
 
-
-def test_masked_and_rounded_exports(pruned_run: Path, tmp_path: Path) -> None:
-    masked = export_run(ExportOptions(pruned_run, output=tmp_path / "m.onnx", masked=True, latency_budget_s=0.1))
-    rounded = export_run(ExportOptions(pruned_run, output=tmp_path / "r.onnx", round_to=4, latency_budget_s=0.1))
-    assert masked["params"] == masked["params_dense"] and masked["max_abs_diff"] <= 1e-4
-    dense_shapes = {tuple(t.dims) for t in onnx.load(str(tmp_path / "m.onnx")).graph.initializer}
-    assert (64, 64, 3, 3) in dense_shapes  # the last stage keeps its full width
-    assert rounded["macs_unrounded"] < rounded["macs"] < rounded["macs_dense"]
-    assert rounded["max_abs_diff"] <= 1e-4 and rounded["accuracy"] == pytest.approx(masked["accuracy"], abs=1e-3)
-    _, (model,) = load_model_file(tmp_path / "r.pt")
+    # --force overwrites; --round-to restores pruned channels until every width is a multiple of 4
+    forced = runner.invoke(app, ["export", str(pruned_run), "--onnx", "-o", str(path), "--force", "--round-to", "4"])
+    assert forced.exit_code == 0, forced.output
+    rounded = json.loads(path.with_suffix(".json").read_text())
+    assert rounded["round_to"] == 4 and rounded["macs_unrounded"] == pytest.approx(report["macs"])
+    assert report["macs"] < rounded["macs"] < rounded["macs_dense"] and "costs" in forced.output
+    assert rounded["max_abs_diff"] <= 1e-4 and abs(rounded["accuracy"] - summary["accuracy"]) <= 1e-3
+    _, (model,) = load_model_file(path.with_suffix(".pt"))
     assert all(w % 4 == 0 for layer, w in channel_widths(model).items() if layer != "fc")
+
+
+def test_masked_export_keeps_dense_shapes(pruned_run: Path, tmp_path: Path) -> None:
+    report = export_run(ExportOptions(pruned_run, output=tmp_path / "m.onnx", masked=True, latency_budget_s=0.1))
+    assert report["params"] == report["params_dense"] and report["max_abs_diff"] <= 1e-4
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    assert X.read_metadata(proto)["mode"] == "masked"
+    dense = create_model("resnet20", num_classes=10, input_shape=(1, 8, 8))
+    conv_shapes = {tuple(m.weight.shape) for m in dense.modules() if isinstance(m, nn.Conv2d)}
+    assert conv_shapes <= {tuple(t.dims) for t in proto.graph.initializer}  # BN folded, widths unchanged
+    zero_filters = sum(int((onnx.numpy_helper.to_array(t).reshape(t.dims[0], -1) == 0).all(axis=1).sum())
+                       for t in proto.graph.initializer if len(t.dims) == 4)
+    assert zero_filters > 0  # the pruned channels are there, exactly zero
 
 
 def test_bma_graph_averages_the_samples_softmax(pruned_run: Path, tmp_path: Path) -> None:

@@ -21,5 +21,5 @@ def test_engine_imports_no_ui() -> None:
 def test_help_does_not_import_torch() -> None:
     mods = imported_after("from compressor.cli import app")
     assert "torch" not in mods
-    result = subprocess.run([sys.executable, "-m", "compressor", "--help"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "compressor", "--help"], check=False, capture_output=True, text=True)
     assert result.returncode == 0 and "train" in result.stdout

@@ -47,6 +47,7 @@ class _Bucket:
     rho: Tensor | None
     rho_views: list[Tensor]
     generator: torch.Generator | None
+    fresh_generator: bool = True
     extras: list[tuple[int, Tensor]] = field(default_factory=list)
     masks: list[tuple[int, Tensor]] = field(default_factory=list)
 
@@ -202,7 +203,13 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
             by_kind.setdefault((p.device, p.dtype), []).append(p)
         buckets = []
         for (device, dtype), params in by_kind.items():
-            key = f"{gi}|{device}|{str(dtype).removeprefix('torch.')}"
+            # Keyed by device *kind* (cuda, not cuda:3), so every data-parallel rank seeds the same noise and
+            # a checkpoint's generator states fit every rank; a second device of a kind gets its own key.
+            same_kind = list(dict.fromkeys(d for d, _ in by_kind if d.type == device.type))
+            place = (
+                device.type if same_kind.index(device) == 0 else f"{device.type}#{same_kind.index(device)}"
+            )
+            key = f"{gi}|{place}|{str(dtype).removeprefix('torch.')}"
             numel = sum(p.numel() for p in params)
             momentum = torch.zeros(numel, device=device, dtype=dtype)
             m_views = _views(momentum, params)
@@ -261,30 +268,22 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
             _add_(b.params, b.m_views, 0.5, fe)
         else:
             assert b.generator is not None
-            eta, n = group["eta"], self.n_data
+            eta = group["eta"]
             buf = torch.empty_like(b.momentum)
             buf_views = _views(buf, b.params)
-            # rho update from the *old* tau: prior and entropy terms first, while buf holds tau.
-            torch.sigmoid(b.rho, out=buf)
-            prior = eta * temp * temp * c2 * c
-            if wd:
-                b.rho.add_(buf, alpha=-prior * wd)
-            for i, extra in b.extras:
-                b.rho_views[i].addcmul_(buf_views[i], extra, value=-prior)
-            b.rho.addcdiv_(self._one(buf), buf, value=eta / n)
-            # Data term with xi_prev, redrawn from the saved generator state (xi_prev = 0 before any draw).
-            saved = self._xi_states.get(b.key)
-            if saved is not None:
-                b.generator.set_state(saved)
+            if eta:
+                self._update_rho(b, grads, buf, buf_views, eta, temp, c2)
+            elif b.fresh_generator and b.key in self._xi_states:
+                # Rebuilt or resumed: move the new generator past xi_prev, where the stream left off.
+                b.generator.set_state(self._xi_states[b.key])
                 buf.normal_(generator=b.generator)
-                _addcmul_(b.rho_views, buf_views, grads, -eta * temp * c**1.5, fe)
+            b.fresh_generator = False
             self._xi_states[b.key] = b.generator.get_state()
             buf.normal_(generator=b.generator)
             b.momentum.mul_(beta1).add_(buf, alpha=math.sqrt(2.0 + 2.0 * beta1 * beta1) * c**1.5 * temp)
             self._add_m_gradient(b, grads, beta2 * c2, wd, fe)
             torch.sigmoid(b.rho, out=buf)
-            buf.mul_(b.momentum)
-            _add_(b.params, buf_views, 1.0, fe)
+            _addcmul_(b.params, buf_views, b.m_views, 1.0, fe)
 
         if b.masks:
             idx = [i for i, _ in b.masks]
@@ -292,10 +291,35 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
             _mul_([b.params[i] for i in idx], keeps, fe)
             _mul_([b.m_views[i] for i in idx], keeps, fe)
 
-    @staticmethod
-    def _one(like: Tensor) -> Tensor:
-        # A 0-d tensor broadcast by addcdiv_: rho += c / tau in one pass instead of reciprocal + add.
-        return torch.ones((), device=like.device, dtype=like.dtype)
+    def _update_rho(
+        self,
+        b: _Bucket,
+        grads: list[Tensor],
+        buf: Tensor,
+        buf_views: list[Tensor],
+        eta: float,
+        temp: float,
+        c2: float,
+    ) -> None:
+        """rho -= eta * (T^2 C^3 lam tau + T C^1.5 xi_prev g - 1/(tau N)), every term from the old tau.
+
+        Skipped when eta = 0 (rho cannot move), saving a draw: after redrawing xi_prev the generator would
+        be exactly where it already is, except right after a rebuild or resume (see `_step_bucket`).
+        """
+        assert b.rho is not None and b.generator is not None
+        c = math.sqrt(c2)
+        prior = eta * temp * temp * c2 * c
+        torch.sigmoid(b.rho, out=buf)
+        if b.group["weight_decay"]:
+            b.rho.add_(buf, alpha=-prior * b.group["weight_decay"])
+        for i, extra in b.extras:
+            b.rho_views[i].addcmul_(buf_views[i], extra, value=-prior)
+        b.rho.addcdiv_(torch.ones((), device=buf.device, dtype=buf.dtype), buf, value=eta / self.n_data)
+        saved = self._xi_states.get(b.key)
+        if saved is not None:  # xi_prev = 0 before the first draw
+            b.generator.set_state(saved)
+            buf.normal_(generator=b.generator)
+            _addcmul_(b.rho_views, buf_views, grads, -eta * temp * c**1.5, self.foreach)
 
     @staticmethod
     def _add_m_gradient(b: _Bucket, grads: list[Tensor], step: float, wd: float, fe: bool) -> None:
@@ -306,6 +330,18 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
             b.m_views[i].addcmul_(b.params[i], extra, value=-step)
 
     # ---------------------------------------------------------------- reporting
+
+    @staticmethod
+    def _live_tau(b: _Bucket) -> Tensor:
+        assert b.rho is not None
+        tau = torch.sigmoid(b.rho.float())
+        if not b.masks:
+            return tau
+        live = torch.ones_like(tau, dtype=torch.bool)
+        live_views = _views(live, b.params)
+        for i, keep in b.masks:
+            live_views[i].copy_(keep.expand_as(live_views[i]) != 0)
+        return tau[live]
 
     def state_nbytes(self) -> int:
         """Bytes of optimizer state (flat buffers, extras, masks, generator states), each storage once."""
@@ -319,26 +355,21 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
 
     @torch.no_grad()
     def diagnostics(self) -> dict[str, float]:
-        """tau statistics over noisy params, T, effective temperature T_eff (SPEC 1) and the current C2."""
-        buckets = self._ensure_buckets()
-        noisy = [b for b in buckets if b.rho is not None]
-        first = next((b.group for b in noisy), self.param_groups[0])
+        """tau over live noisy weights, T, effective temperature T_eff (SPEC 1) and the current C2.
+
+        Pruned weights are left out of the tau statistics: their rho keeps drifting but means nothing.
+        """
+        noisy = [b for b in self._ensure_buckets() if b.rho is not None]
+        first = noisy[0].group if noisy else self.param_groups[0]
         c2 = float(first["lr"])
         out = {"temperature": self.temperature, "c2": c2, "steps": float(self.steps)}
-        if not noisy:
+        taus = [t for t in (self._live_tau(b) for b in noisy) if t.numel()]
+        if not taus:
             return out | {"tau_mean": math.nan, "tau_min": math.nan, "tau_max": math.nan, "t_eff": 0.0}
-        total = sum(b.rho.numel() for b in noisy)  # type: ignore[union-attr]
-        taus = [torch.sigmoid(b.rho.float()) for b in noisy]  # type: ignore[union-attr]
-        tau_mean = sum(float(t.double().sum()) for t in taus) / total
+        tau_mean = sum(float(t.double().sum()) for t in taus) / sum(t.numel() for t in taus)
         beta1, beta2 = first["beta1"], first["beta2"]
-        t_eff = (
-            (1 + beta1**2)
-            / ((1 - beta1) * beta2)
-            * tau_mean
-            * math.sqrt(c2)
-            * self.temperature**2
-            * self.n_data
-        )
+        scale = (1 + beta1**2) / ((1 - beta1) * beta2)
+        t_eff = scale * tau_mean * math.sqrt(c2) * self.temperature**2 * self.n_data
         return out | {
             "tau_mean": tau_mean,
             "tau_min": min(float(t.min()) for t in taus),
@@ -372,8 +403,9 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Exact resume: state, hyperparameters, extras/masks and the saved noise-generator states.
 
-        A generator state saved for another device or dtype cannot be replayed, so that bucket starts a
-        fresh stream and its next rho update has no xi_prev term.
+        Generator states are keyed by group, device kind and dtype, so any CUDA rank can resume a CUDA
+        checkpoint; one saved on another kind (CPU vs CUDA) or dtype cannot be replayed, so that bucket
+        starts a fresh stream and its next rho update has no xi_prev term.
         """
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups) or any(

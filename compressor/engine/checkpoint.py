@@ -47,6 +47,11 @@ def save_checkpoint(payload: dict[str, Any], path: Path, *, keep_previous: bool 
     atomic_torch_save(wrapped, path)
 
 
+def _previous_hint(path: Path) -> str:
+    previous = path.with_name("previous.pt")
+    return f"; {previous.name} beside it holds the checkpoint before" if path != previous and previous.is_file() else ""
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and verify; raise RunDirError with a one-line reason for a missing, truncated or altered file."""
     path = Path(path)
@@ -54,13 +59,13 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise RunDirError(f"{path}: checkpoint not found")
     try:
         wrapped = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated/garbage files
+    except Exception as exc:  # noqa: BLE001  (torch raises many types for truncated or garbage files)
         raise RunDirError(f"{path}: unreadable checkpoint ({exc.__class__.__name__}); "
-                          "it may be truncated — previous.pt beside it is the last good one") from None
+                          f"it may be truncated{_previous_hint(path)}") from None
     if not isinstance(wrapped, dict) or wrapped.get("format") != FORMAT or "payload" not in wrapped:
         raise RunDirError(f"{path}: not a compressor checkpoint")
     blob = wrapped["payload"].numpy().tobytes()
     if hashlib.sha256(blob).hexdigest() != wrapped.get("sha256"):
-        raise RunDirError(f"{path}: checksum mismatch, the checkpoint was altered or truncated; "
-                          "previous.pt beside it is the last good one")
+        raise RunDirError(f"{path}: checksum mismatch, the checkpoint was altered or truncated"
+                          f"{_previous_hint(path)}")
     return torch.load(io.BytesIO(blob), map_location=map_location, weights_only=True)

@@ -88,7 +88,7 @@ class Ranks:
                 box[0] = ("ok", fn())
             except CompressorError as exc:
                 failure, box[0] = exc, ("error", exc)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  (re-raised below; the others must not wait forever)
                 failure, box[0] = exc, ("error", CompressorError(f"rank 0 failed: {exc.__class__.__name__}"))
         dist.broadcast_object_list(box, src=0, group=self.control)
         if failure is not None:
@@ -155,16 +155,16 @@ class Ranks:
 
     def check_identical(self, model: nn.Module, when: str) -> list[str]:
         """Every rank's parameter digest; a mismatch is a bug (ranks would silently train different nets)."""
-        digests = self.gather(state_digest(model))
+        digests = self.gather(state_digest(model.state_dict()))
         if len(set(digests)) > 1:
             raise RuntimeError(f"parameters differ between processes {when} (digests {digests}); please report this")
         return digests
 
 
-def state_digest(model: nn.Module) -> str:
-    """SHA-256 over the names and bytes of the state_dict: equal digests mean bit-identical weights."""
+def state_digest(state: dict[str, Tensor]) -> str:
+    """SHA-256 over the names and bytes of a state_dict: equal digests mean bit-identical weights."""
     h = hashlib.sha256()
-    for name, value in model.state_dict().items():
+    for name, value in state.items():
         h.update(name.encode())
         h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()

@@ -45,7 +45,7 @@ class JsonlWriter:
     """metrics.jsonl: one JSON object per event, flushed as written so followers see it at once."""
 
     def __init__(self, path: Path) -> None:
-        self._fh = open(path, "a", encoding="utf-8")
+        self._fh = open(path, "a", encoding="utf-8")  # noqa: SIM115  (held open for the run, closed in close())
 
     def write(self, record: dict[str, Any]) -> None:
         self._fh.write(json.dumps(record, default=float) + "\n")

@@ -230,15 +230,16 @@ def load_resume_state(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
         return load_checkpoint(last), []
     except RunDirError as exc:
         if not previous.is_file():
-            raise
+            raise RunDirError(f"{exc}; there is no previous.pt to fall back on") from None
         try:
             state = load_checkpoint(previous)
         except RunDirError as exc2:
-            raise RunDirError(f"{exc}; but {exc2}") from None
+            raise RunDirError(f"{exc}, but {exc2}") from None
+        note = f"{exc} — resumed from previous.pt instead (epoch {state['epoch'] + 1}, step {state['step_in_epoch']})"
         if last.exists():
             os.replace(last, folder / "last.corrupt.pt")
-        return state, [f"{exc}; resuming from it (epoch {state['epoch'] + 1}, step {state['step_in_epoch']}), "
-                       "the bad file is kept as last.corrupt.pt"]
+            note += "; the bad file is kept as last.corrupt.pt"
+        return state, [note]
 
 
 def run(
@@ -420,7 +421,7 @@ def _train(recipe: Recipe, s: Session, run_dir: Path, files_dir: Path, emit: OnE
         skip_steps, state = 0, None
         probs, labels = predict()
         last_eval = M.classification_metrics(probs, labels, recipe.eval.bins)
-        bma, events = method.on_epoch_end(epoch, global_step, lambda: (probs, labels))
+        bma, events = method.on_epoch_end(epoch, global_step, lambda evaluated=(probs, labels): evaluated)
         for event in events:
             emit(event)
         if bma is not None:
@@ -494,5 +495,5 @@ def _summary(recipe: Recipe, model: torch.nn.Module, method: Method, s: Session,
     }
     if bma is not None:
         summary["bma"] = bma
-    summary.update(getattr(method, "summary_extra", lambda: {})())
+    summary.update(getattr(method, "summary_extra", dict)())
     return json.loads(json.dumps(summary))

@@ -54,7 +54,7 @@ def load_model_file(path: Path) -> tuple[dict[str, Any], list[nn.Module]]:
         raise RunDirError(f"{path}: model file not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated/garbage files
+    except Exception as exc:  # noqa: BLE001  (torch raises many types for truncated or garbage files)
         raise RunDirError(f"{path}: unreadable model file ({exc.__class__.__name__})") from None
     if not isinstance(payload, dict) or any(k not in payload for k in _REQUIRED):
         raise RunDirError(f"{path}: not an exported compressor model (expected the .pt written by "

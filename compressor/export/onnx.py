@@ -74,12 +74,17 @@ def check(proto: onnx.ModelProto) -> None:
         raise ExportError(f"the ONNX checker rejected the exported graph: {first}") from None
 
 
-def session(model: bytes | onnx.ModelProto, *, threads: int = 0, level: str = "all") -> ort.InferenceSession:
-    """A CPU onnxruntime session; threads=0 lets onnxruntime pick (one per physical core)."""
+def session(
+    model: bytes | onnx.ModelProto, *, threads: int = 0, level: str = "all", spinning: bool = True
+) -> ort.InferenceSession:
+    """A CPU onnxruntime session; threads=0 lets onnxruntime pick (one per physical core), and
+    spinning=False makes idle worker threads sleep instead of busy-waiting (kinder on shared CPUs)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = GRAPH_LEVELS[level]
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     data = model if isinstance(model, bytes) else model.SerializeToString()
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import onnx
 import onnxruntime as ort
@@ -25,7 +25,14 @@ from compressor.engine import metrics as M
 from compressor.errors import ExportError
 from compressor.export import onnx as X
 from compressor.export.modelfile import model_file_payload
-from compressor.export.prepare import CHECKPOINT_FORMS, Ensemble, Networks, Source, build_networks, load_source
+from compressor.export.prepare import (
+    CHECKPOINT_FORMS,
+    Ensemble,
+    Networks,
+    Source,
+    build_networks,
+    load_source,
+)
 
 MAX_ABS_DIFF = 1e-4  # onnxruntime vs PyTorch, on logits (or BMA probabilities)
 ACCURACY_TOLERANCE = 1e-3  # 0.1 percentage points, as a fraction
@@ -88,7 +95,7 @@ class _Staged:
         self.temps = [p.with_name(f".{p.name}.tmp") for p in self.finals]
         self.force = force
 
-    def __enter__(self) -> _Staged:
+    def __enter__(self) -> Self:
         if not self.force:
             for path in self.finals:
                 if path.exists():

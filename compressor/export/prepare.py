@@ -61,7 +61,7 @@ def _load_sample(path: Path) -> dict[str, Tensor]:
         raise RunDirError(f"{path}: posterior sample not found")
     try:
         sample = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated/garbage files
+    except Exception as exc:  # noqa: BLE001  (torch raises many types for truncated or garbage files)
         raise RunDirError(f"{path}: unreadable posterior sample ({exc.__class__.__name__})") from None
     if not isinstance(sample, dict) or not isinstance(sample.get("model"), dict):
         raise RunDirError(f"{path}: not a posterior sample (expected a dict with a 'model' state dict)")

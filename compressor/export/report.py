@@ -46,13 +46,13 @@ def report_table(report: dict[str, Any]) -> Table:
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:
+    source = f"BMA of {report['samples']} samples" if report["samples"] else f"checkpoint {report['checkpoint']}"
     lines = [
-        f"mode {report['mode']}" + (f", BMA of {report['samples']} samples" if report["samples"] else "")
-        + f", checkpoint {report['checkpoint']}, opset {report['opset']}, "
-        f"{100 * report['channel_sparsity']:.1f}% of prunable channels removed",
+        (f"mode {report['mode']}, {source}, opset {report['opset']}, "
+         f"{100 * report['channel_sparsity']:.1f}% of prunable channels removed"),
         f"onnxruntime vs PyTorch: max |difference| {report['max_abs_diff']:.2e} on {report['output']} (limit 1e-4)",
-        f"accuracy {100 * report['accuracy']:.2f}% (reference {100 * report['accuracy_reference']:.2f}%, "
-        f"{report['accuracy_reference_source']})",
+        (f"accuracy {100 * report['accuracy']:.2f}% (reference {100 * report['accuracy_reference']:.2f}%, "
+         f"{report['accuracy_reference_source']})"),
     ]
     largest = max(report["speedup"], key=int)
     lines.append(f"speedup at batch {largest}: {report['speedup'][largest]:.2f}x for a {report['mac_reduction']:.2f}x "

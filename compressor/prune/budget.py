@@ -17,7 +17,9 @@ from compressor.prune.groups import CostKind, GroupSet
 BISECTION_STEPS = 12  # share resolution 2^-12 of the total cost
 
 
-def remaining_cost(model: nn.Module, groups: GroupSet, pruned: Tensor, kind: CostKind, example: Tensor) -> float:
+def remaining_cost(
+    model: nn.Module, groups: GroupSet, pruned: Tensor, kind: CostKind, example: Tensor
+) -> float:
     """MACs or parameters of `model` with `pruned` removed, measured on the shrunk copy (what a target is
     defined on); channel counts, and anything of masked-only granularities, come from the per-group costs."""
     from compressor.engine.metrics import layer_macs, output_positions

@@ -381,9 +381,10 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = flag
 
 
-def _positions(model: nn.Module, example_input: Tensor) -> dict[nn.Module, int]:
-    """Output positions per sample (H*W for a conv, 1 for a plain linear) of each conv/linear, in the
-    order they first run, which is also how "the first Linear layer" is found."""
+@contextlib.contextmanager
+def _recording_positions(model: nn.Module) -> Iterator[dict[nn.Module, int]]:
+    """While active, record output positions per sample (H*W for a conv, 1 for a plain linear) of each
+    conv/linear, in the order they first run, which is also how "the first Linear layer" is found."""
     positions: dict[nn.Module, int] = {}
 
     def record(module: nn.Module, _inputs: object, output: Tensor) -> None:
@@ -392,12 +393,10 @@ def _positions(model: nn.Module, example_input: Tensor) -> dict[nn.Module, int]:
 
     hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, _ConvNd | nn.Linear)]
     try:
-        with torch.no_grad():
-            model(example_input)
+        yield positions
     finally:
         for hook in hooks:
             hook.remove()
-    return positions
 
 
 class _Builder:
@@ -466,12 +465,15 @@ _SLICES = {
 
 
 def _channel_groups(
-    model: nn.Module, example_input: Tensor, classifier: nn.Module, roots: tuple[type, ...], builder: _Builder
+    model: nn.Module,
+    graph: tp.DependencyGraph,
+    classifier: nn.Module,
+    roots: tuple[type, ...],
+    builder: _Builder,
 ) -> tuple[list[str], Tensor, list[tuple[str, PruneFn, Tensor, Tensor]]]:
     """Coupled groups from torch-pruning's DependencyGraph, ordered by their layer's place in the model."""
     names = {module: name for name, module in model.named_modules()}
     order = {name: i for i, name in enumerate(names.values())}
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=(example_input,), verbose=False)
     found = []
     for group in graph.get_all_groups(ignored_layers=[classifier], root_module_types=list(roots)):
         items = []
@@ -514,6 +516,24 @@ def _channel_groups(
     return layers, torch.cat(layer_ids) if layer_ids else torch.zeros(0, dtype=torch.long), plan
 
 
+def _unit_groups(
+    model: nn.Module, modules: list[nn.Module], granularity: str, builder: _Builder
+) -> tuple[list[str], Tensor]:
+    """Masked-only groups: every kernel of each conv, or every input column of one Linear layer."""
+    names = {module: name for name, module in model.named_modules()}
+    layers, parts, base = [], [], 0
+    for layer_id, module in enumerate(modules):
+        weight = module.weight
+        count = weight.shape[0] * weight.shape[1] if granularity == "kernel" else weight.shape[1]
+        ids = torch.arange(count)
+        kind = "kernel" if granularity == "kernel" else "in_weight"
+        builder.add(names[module], module, "weight", kind, 1, ids, base + ids)
+        layers.append(names[module])
+        parts.append(torch.full((count,), layer_id, dtype=torch.long))
+        base += count
+    return layers, torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+
+
 def build_groups(model: nn.Module, example_input: Tensor, granularity: str = "channel") -> GroupSet:
     """Trace `model` (which must name its output layer in `classifier_name`) on `example_input` (a batch)
     and return its groups: "channel" (coupled channel groups, physically removable), "neuron" (the same
@@ -525,39 +545,29 @@ def build_groups(model: nn.Module, example_input: Tensor, granularity: str = "ch
     if not isinstance(classifier_name, str):
         raise TypeError("model must name its output nn.Linear in a `classifier_name` attribute")
     classifier = model.get_submodule(classifier_name)
-    with _eval_mode(model), torch.enable_grad():
-        positions = _positions(model, example_input)
-        builder = _Builder(positions)
-        removals: list[tuple[str, PruneFn, Tensor, Tensor]] = []
-        if granularity in ("channel", "neuron"):
-            roots = (_ConvNd, nn.Linear) if granularity == "channel" else (nn.Linear,)
-            layers, layer_ids, removals = _channel_groups(model, example_input, classifier, roots, builder)
-        else:
-            names = {module: name for name, module in model.named_modules()}
-            if granularity == "kernel":
-                chosen = [
-                    m for m in names if isinstance(m, _ConvNd) and m in positions and m is not classifier
-                ]
-            else:
-                chosen = [next((m for m in positions if isinstance(m, nn.Linear)), None)]
-            layers, parts, base = [], [], 0
-            for layer_id, module in enumerate(m for m in chosen if m is not None):
-                weight = module.weight
-                count = weight.shape[0] * weight.shape[1] if granularity == "kernel" else weight.shape[1]
-                kind, dim = ("kernel", 1) if granularity == "kernel" else ("in_weight", 1)
-                builder.add(
-                    names[module],
-                    module,
-                    "weight",
-                    kind,
-                    dim,
-                    torch.arange(count),
-                    base + torch.arange(count),
+    coupled = granularity in ("channel", "neuron")
+    with _eval_mode(model), _recording_positions(model) as positions:
+        if coupled:  # torch-pruning's trace is the one forward pass (it needs autograd)
+            with torch.enable_grad():
+                graph = tp.DependencyGraph().build_dependency(
+                    model, example_inputs=(example_input,), verbose=False
                 )
-                layers.append(names[module])
-                parts.append(torch.full((count,), layer_id, dtype=torch.long))
-                base += count
-            layer_ids = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
+        else:
+            with torch.no_grad():
+                model(example_input)
+    builder = _Builder(positions)
+    removals: list[tuple[str, PruneFn, Tensor, Tensor]] = []
+    if coupled:
+        roots = (_ConvNd, nn.Linear) if granularity == "channel" else (nn.Linear,)
+        layers, layer_ids, removals = _channel_groups(model, graph, classifier, roots, builder)
+    elif granularity == "kernel":
+        convs = [
+            m for m in model.modules() if isinstance(m, _ConvNd) and m in positions and m is not classifier
+        ]
+        layers, layer_ids = _unit_groups(model, convs, granularity, builder)
+    else:
+        first = next((m for m in positions if isinstance(m, nn.Linear)), None)
+        layers, layer_ids = _unit_groups(model, [first] if first is not None else [], granularity, builder)
     if not layers:
         raise ValueError(f"model has no prunable {granularity} groups")
     return GroupSet(

@@ -32,13 +32,14 @@ from compressor.tui.widgets import (
     ReliabilityPlot,
     RunHeader,
 )
-from compressor.tui.widgets.curves import Series
+from compressor.tui.widgets.curves import AMBER, CYAN, GREEN, MAGENTA, Series
 
 Job = Callable[[Callable[[Event], None], Callable[[], bool]], Path]
 """Training as the dashboard sees it: called with (on_event, should_stop) in a thread, returns the run dir."""
 
 POLL_SECONDS = 0.5
 PAUSE_POLL_SECONDS = 0.2
+REDRAW_SECONDS = 0.25  # step-driven panels (header, optimizer) redraw at most this often
 
 CSS = """
 #body { height: 1fr; }
@@ -46,10 +47,11 @@ CSS = """
 .panel { border: round $primary 50%; border-title-color: $text; border-subtitle-color: $text-muted;
          background: $surface; }
 .panel:focus { border: round $accent; }
-OptimizerPanel { padding: 0 1; }
+OptimizerPanel { padding: 0 1; height: 100%; }
+EventLog { scrollbar-gutter: stable; overflow-x: hidden; }
 Screen.-wide #panels { grid-size: 3; grid-columns: 1fr 1fr 1fr; grid-rows: 1fr 1fr 1fr; height: 100%;
                        min-height: 36; }
-Screen.-narrow #panels { grid-size: 2; grid-columns: 1fr 1fr; grid-rows: 11; height: auto; }
+Screen.-narrow #panels { grid-size: 2; grid-columns: 1fr 1fr; grid-rows: 12; height: auto; }
 Screen.-narrow #layers, Screen.-narrow #log { column-span: 2; }
 Screen.-narrow #layers { row-span: 2; }
 """
@@ -85,22 +87,23 @@ class Dashboard(App[None]):
         self.stop_requested = threading.Event()
         self.running = threading.Event()  # cleared while paused
         self.running.set()
-        self._closing = threading.Event()
+        self._unmounted = threading.Event()
         self._job_done = False
+        self._pending: set[str] = set()
 
     # -- layout -------------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield RunHeader(id="header")
         with VerticalScroll(id="body"), Grid(id="panels"):
-            yield CurvePlot("train loss", [Series("train", "train_loss", "orange")], id="loss")
-            yield CurvePlot("eval accuracy %", [Series("sample", "accuracy", "cyan", 100),
-                                                Series("BMA", "bma_accuracy", "green", 100)], id="accuracy")
-            yield CurvePlot("eval NLL", [Series("sample", "nll", "cyan"), Series("BMA", "bma_nll", "green")],
+            yield CurvePlot("train loss", [Series("train", "train_loss", AMBER)], id="loss")
+            yield CurvePlot("eval accuracy %", [Series("sample", "accuracy", CYAN, 100),
+                                                Series("BMA", "bma_accuracy", GREEN, 100)], id="accuracy")
+            yield CurvePlot("eval NLL", [Series("sample", "nll", CYAN), Series("BMA", "bma_nll", GREEN)],
                             id="nll")
-            yield CurvePlot("ECE", [Series("sample", "ece", "cyan"), Series("BMA", "bma_ece", "green")], id="ece")
-            yield CurvePlot("remaining %", [Series("params", "params_left", "orange", 100),
-                                            Series("channels", "channels_left", "cyan", 100),
-                                            Series("MACs", "macs_left", "magenta", 100)],
+            yield CurvePlot("ECE", [Series("sample", "ece", CYAN), Series("BMA", "bma_ece", GREEN)], id="ece")
+            yield CurvePlot("remaining %", [Series("params", "params_left", AMBER, 100),
+                                            Series("channels", "channels_left", CYAN, 100),
+                                            Series("MACs", "macs_left", MAGENTA, 100)],
                             ylim=(0, 105), id="remaining")
             yield ReliabilityPlot(id="reliability")
             yield LayerTable(id="layers")
@@ -110,6 +113,7 @@ class Dashboard(App[None]):
 
     def on_mount(self) -> None:
         self._show({HEADER, OPTIMIZER})
+        self.set_interval(REDRAW_SECONDS, self._redraw_pending)
         if self.job is not None:
             self.run_worker(self._train, name="train", thread=True, exit_on_error=False)
         elif self.metrics is not None:
@@ -117,7 +121,7 @@ class Dashboard(App[None]):
 
     def on_unmount(self) -> None:
         """If the UI goes away first (a crash), the training thread still stops at a step and checkpoints."""
-        self._closing.set()
+        self._unmounted.set()
         self.stop_requested.set()
         self.running.set()
 
@@ -139,14 +143,21 @@ class Dashboard(App[None]):
         assert self.metrics is not None
         tail = MetricsTail(self.metrics)
         self.post_message(EventBatch(tail.read_new(), live=False))
-        while self.follow and not self._closing.wait(POLL_SECONDS):
+        while self.follow and not self._unmounted.wait(POLL_SECONDS):
             events = tail.read_new()
             if events:
                 self.post_message(EventBatch(events, live=True))
 
     # -- messages -----------------------------------------------------------------------------------------
     def on_step_progress(self, message: StepProgress) -> None:
-        self._show(self.state.apply(message.event, message.at))
+        """Only fold the step in; `_redraw_pending` draws it, so the UI's cost per second stays flat however
+        fast the loop steps (every redraw takes the GIL from the training thread)."""
+        self._pending |= self.state.apply(message.event, message.at)
+
+    def _redraw_pending(self) -> None:
+        if self._pending:
+            changed, self._pending = self._pending, set()
+            self._show(changed)
 
     def on_engine_event(self, message: EngineEvent) -> None:
         self._show(self.state.apply(message.event, message.at))
@@ -201,7 +212,7 @@ class Dashboard(App[None]):
     def action_pause(self) -> None:
         if self.running.is_set():
             self.running.clear()
-            self.query_one(EventLog).add_line("paused: training waits before its next step", "yellow")
+            self.query_one(EventLog).add_line("paused: training waits before its next step", AMBER)
         else:
             self.state.reset_rate()  # the paused time must not count in the ETA
             self.running.set()
@@ -233,7 +244,7 @@ class Dashboard(App[None]):
             return "stopped" if finished.stopped_early else "finished"
         if self.job is None:
             return "following" if self.follow else "replay"
-        if self.stop_requested.is_set():
+        if self.stop_requested.is_set() or self.external_stop():
             return "stopping"
         if not self.running.is_set():
             return "paused"
@@ -262,8 +273,10 @@ class Dashboard(App[None]):
         if OPTIMIZER in changed:
             self.query_one(OptimizerPanel).show(state)
         if RELIABILITY in changed:
-            ece = (state.last_epoch.eval or {}).get("ece") if state.last_epoch is not None else None
-            self.query_one(ReliabilityPlot).show(state.reliability, ece)
+            last = state.last_epoch
+            ece = (last.eval or {}).get("ece") if last is not None else None
+            bma = (last.bma or {}).get("reliability") if last is not None else None
+            self.query_one(ReliabilityPlot).show(state.reliability, ece, bma)
 
 
 class TrainOutcome(NamedTuple):

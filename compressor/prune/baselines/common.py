@@ -30,7 +30,9 @@ from compressor.prune.groups import GroupSet, build_groups
 
 def require_target(name: str, ctx: TrainContext) -> float:
     if ctx.prune.target is None:
-        raise RecipeError(f"prune.target: method '{name}' prunes to a target; set one, e.g. --set prune.target=0.5")
+        raise RecipeError(
+            f"prune.target: method '{name}' prunes to a target; set one, e.g. --set prune.target=0.5"
+        )
     return float(ctx.prune.target)
 
 
@@ -67,13 +69,18 @@ class GroupScorer:
         classifier = model.get_submodule(model.classifier_name)
         roots = [_ConvNd, nn.Linear] if groups.granularity == "channel" else [nn.Linear]
         with _eval_mode(model), torch.enable_grad():
-            graph = tp.DependencyGraph().build_dependency(model, example_inputs=(example_input,), verbose=False)
+            graph = tp.DependencyGraph().build_dependency(
+                model, example_inputs=(example_input,), verbose=False
+            )
         starts = {name: int((groups.layer_ids == i).nonzero()[0]) for i, name in enumerate(groups.layers)}
         self.count = len(groups)
         self.pairs: list[tuple[Any, int]] = []
         for group in graph.get_all_groups(ignored_layers=[classifier], root_module_types=roots):
-            outs = [names.get(item.dep.target.module) for item in group.items
-                    if item.dep.handler.__name__ == "prune_out_channels"]
+            outs = [
+                names.get(item.dep.target.module)
+                for item in group.items
+                if item.dep.handler.__name__ == "prune_out_channels"
+            ]
             layer = next((name for name in outs if name in starts), None)
             if layer is not None:
                 self.pairs.append((group, starts[layer]))
@@ -101,8 +108,10 @@ class StructuredBaseline(SGDMethod):
         super().__init__(cfg, ctx)
         self.target = require_target(cfg.name, ctx)
         if ctx.prune.granularity not in self.granularities:
-            raise RecipeError(f"prune.granularity: method '{cfg.name}' prunes {' or '.join(self.granularities)} "
-                              f"groups, not {ctx.prune.granularity!r}")
+            raise RecipeError(
+                f"prune.granularity: method '{cfg.name}' prunes {' or '.join(self.granularities)} "
+                f"groups, not {ctx.prune.granularity!r}"
+            )
         self.groups = build_groups(ctx.model, ctx.example_input, ctx.prune.granularity)
         self.pruned = torch.zeros(len(self.groups), dtype=torch.bool)
         self.prune_step = prune_epoch(ctx) * ctx.steps_per_epoch
@@ -127,18 +136,30 @@ class StructuredBaseline(SGDMethod):
     def prune_now(self, epoch: int, global_step: int) -> list[Event]:
         score = self.score()
         if bool(score.isnan().any()):
-            raise RecipeError(f"method '{self.cfg.name}' cannot score every {self.groups.granularity} group of "
-                              f"this model (first unscored layer: {self._unscored_layer(score)})")
+            raise RecipeError(
+                f"method '{self.cfg.name}' cannot score every {self.groups.granularity} group of "
+                f"this model (first unscored layer: {self._unscored_layer(score)})"
+            )
         kind = self.ctx.prune.target_kind
-        pruned = select_for_target(self.ctx.model, self.groups, score, self.target, kind, self.ctx.example_input)
+        pruned = select_for_target(
+            self.ctx.model, self.groups, score, self.target, kind, self.ctx.example_input
+        )
         self.done = True
         self._apply(pruned)
         table = self.groups.layer_table(pruned)
         kept, total = sum(r["kept"] for r in table), sum(r["total"] for r in table)
-        return [Pruned(epoch=epoch + 1, global_step=global_step, newly_pruned=int(pruned.sum()),
-                       pruned_groups=int(pruned.sum()), total_groups=len(self.groups),
-                       channel_sparsity=1.0 - kept / max(1, total), layers=table,
-                       reason=f"{self.cfg.name}: target {self.target:.0%} of {kind}")]
+        return [
+            Pruned(
+                epoch=epoch + 1,
+                global_step=global_step,
+                newly_pruned=int(pruned.sum()),
+                pruned_groups=int(pruned.sum()),
+                total_groups=len(self.groups),
+                channel_sparsity=1.0 - kept / max(1, total),
+                layers=table,
+                reason=f"{self.cfg.name}: target {self.target:.0%} of {kind}",
+            )
+        ]
 
     def _unscored_layer(self, score: Tensor) -> str:
         return self.groups.layers[int(self.groups.layer_ids[int(score.isnan().nonzero()[0])])]
@@ -150,8 +171,11 @@ class StructuredBaseline(SGDMethod):
         self._keep = {param: mask for param, mask in keep.items() if bool((mask == 0).any())}
 
     def summary_extra(self) -> dict[str, Any]:
-        return {"pruned_groups": int(self.pruned.sum()), "total_groups": len(self.groups),
-                "granularity": self.groups.granularity}
+        return {
+            "pruned_groups": int(self.pruned.sum()),
+            "total_groups": len(self.groups),
+            "granularity": self.groups.granularity,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "done": self.done}
@@ -171,8 +195,11 @@ class UnstructuredBaseline(SGDMethod):
         super().__init__(cfg, ctx)
         self.target = require_target(cfg.name, ctx)
         classifier = getattr(ctx.model, "classifier_name", None)
-        self.weights = [module.weight for name, module in ctx.model.named_modules()
-                        if isinstance(module, _ConvNd | nn.Linear) and name != classifier]
+        self.weights = [
+            module.weight
+            for name, module in ctx.model.named_modules()
+            if isinstance(module, _ConvNd | nn.Linear) and name != classifier
+        ]
         self.masks: list[Tensor] | None = None
 
     def prune_to(self, sparsity: float, scores: list[Tensor]) -> list[Event]:
@@ -181,11 +208,17 @@ class UnstructuredBaseline(SGDMethod):
         count = round(sparsity * flat.numel())
         keep = torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
         keep[torch.topk(flat, count, largest=False, sorted=False).indices] = False
-        self.masks = [m.view_as(w) for m, w in zip(keep.split([w.numel() for w in self.weights]), self.weights,
-                                                   strict=True)]
+        self.masks = [
+            m.view_as(w)
+            for m, w in zip(keep.split([w.numel() for w in self.weights]), self.weights, strict=True)
+        ]
         self._mask_weights()
-        return [Log(level="info", message=f"{self.cfg.name}: {count}/{flat.numel()} prunable weights masked "
-                                          f"({sparsity:.1%})")]
+        return [
+            Log(
+                level="info",
+                message=f"{self.cfg.name}: {count}/{flat.numel()} prunable weights masked ({sparsity:.1%})",
+            )
+        ]
 
     def _mask_weights(self) -> None:
         if self.masks is not None:
@@ -202,7 +235,10 @@ class UnstructuredBaseline(SGDMethod):
         return zeros / max(1, sum(w.numel() for w in self.weights))
 
     def summary_extra(self) -> dict[str, Any]:
-        return {"weight_sparsity": self.weight_sparsity(), "prunable_weights": sum(w.numel() for w in self.weights)}
+        return {
+            "weight_sparsity": self.weight_sparsity(),
+            "prunable_weights": sum(w.numel() for w in self.weights),
+        }
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()

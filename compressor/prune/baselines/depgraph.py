@@ -26,7 +26,9 @@ class DepGraphPruning(StructuredBaseline):
     def __init__(self, cfg: Any, ctx: TrainContext) -> None:
         super().__init__(cfg, ctx)
         self.scorer = GroupScorer(ctx.model, self.groups, ctx.example_input)
-        self.importance = tp.importance.GroupMagnitudeImportance(p=2, group_reduction="mean", normalizer="mean")
+        self.importance = tp.importance.GroupMagnitudeImportance(
+            p=2, group_reduction="mean", normalizer="mean"
+        )
         self.biases = {p for name, p in ctx.model.named_parameters() if name.endswith("bias")}
 
     def score(self) -> Tensor:

@@ -30,8 +30,9 @@ class GradualMagnitudePruning(UnstructuredBaseline):
         self.every = cfg.prune_every or max(1, ctx.steps_per_epoch // 4)
 
     def after_step(self, epoch: int, global_step: int) -> list[Event]:
-        due = global_step == self.end or (self.start < global_step < self.end
-                                          and (global_step - self.start) % self.every == 0)
+        due = global_step == self.end or (
+            self.start < global_step < self.end and (global_step - self.start) % self.every == 0
+        )
         if not due:
             return []
         sparsity = cubic_sparsity(global_step, self.start, self.end, self.target)

@@ -19,7 +19,9 @@ class L1FilterPruning(StructuredBaseline):
     def __init__(self, cfg: Any, ctx: TrainContext) -> None:
         super().__init__(cfg, ctx)
         self.scorer = GroupScorer(ctx.model, self.groups, ctx.example_input)
-        self.importance = tp.importance.GroupMagnitudeImportance(p=1, group_reduction="first", normalizer="mean")
+        self.importance = tp.importance.GroupMagnitudeImportance(
+            p=1, group_reduction="first", normalizer="mean"
+        )
 
     def score(self) -> Tensor:
         return self.scorer(self.importance)

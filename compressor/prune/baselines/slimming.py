@@ -21,7 +21,9 @@ from compressor.prune.baselines.common import GroupScorer, StructuredBaseline
 class NetworkSlimming(StructuredBaseline):
     def __init__(self, cfg: Any, ctx: TrainContext) -> None:
         super().__init__(cfg, ctx)
-        self.scales = [m.weight for m in ctx.model.modules() if isinstance(m, _BatchNorm) and m.weight is not None]
+        self.scales = [
+            m.weight for m in ctx.model.modules() if isinstance(m, _BatchNorm) and m.weight is not None
+        ]
         self.scorer = GroupScorer(ctx.model, self.groups, ctx.example_input)
         self.importance = tp.importance.BNScaleImportance(group_reduction="mean", normalizer=None)
 

@@ -9,24 +9,35 @@ from textual_plotext import PlotextPlot
 
 from compressor.tui.state import EpochPoint
 
+RGB = tuple[int, int, int]
+AMBER, CYAN, GREEN, MAGENTA, GRAY = (255, 170, 0), (0, 200, 230), (120, 220, 80), (230, 80, 200), (128, 128, 128)
+
 
 @dataclass(frozen=True)
 class Series:
+    """One curve. Colours are RGB: plotext's named colours go through the terminal theme's ANSI palette and
+    come out differently from the same names in the (Rich) legend."""
+
     label: str
     attr: str
-    color: str
+    color: RGB
     scale: float = 1.0
+
+    @property
+    def style(self) -> str:
+        return "rgb({},{},{})".format(*self.color)
 
 
 class CurvePlot(PlotextPlot):
     """One panel of curves over epochs; a series with no values yet (e.g. BMA before the first sample) is
-    simply not drawn."""
+    simply not drawn. The legend is the coloured border title: inside the plot it would hide the top rows,
+    which is exactly where "100% remaining" and early losses are drawn."""
 
     def __init__(self, title: str, series: list[Series], *, ylim: tuple[float, float] | None = None,
                  id: str | None = None) -> None:
         super().__init__(id=id, classes="panel")
         self.title, self.series, self.ylim = title, series, ylim
-        self.border_title = title
+        self.border_title = title + "".join(f"  [{s.style}]━ {s.label}[/]" for s in series if len(series) > 1)
         self.drawn: dict[str, list[float]] = {}
 
     def on_mount(self) -> None:
@@ -36,14 +47,13 @@ class CurvePlot(PlotextPlot):
     def show(self, points: list[EpochPoint]) -> None:
         plt = self.plt
         plt.clear_data()
-        plt.xlabel("epoch")
         self.drawn = {}
         for s in self.series:
             pts = [(p.epoch, getattr(p, s.attr)) for p in points if getattr(p, s.attr) is not None]
             if not pts:
                 continue
             xs, ys = [x for x, _ in pts], [s.scale * y for _, y in pts]
-            plt.plot(xs, ys, label=s.label if len(self.series) > 1 else None, color=s.color, marker="braille")
+            plt.plot(xs, ys, color=s.color, marker="braille")
             self.drawn[s.label] = ys
         if points:
             last = points[-1].epoch
@@ -62,22 +72,28 @@ class ReliabilityPlot(PlotextPlot):
 
     def __init__(self, id: str | None = None) -> None:
         super().__init__(id=id, classes="panel")
-        self.border_title = "reliability (latest eval)"
+        self.border_title = "reliability  [rgb({},{},{})]█ sample[/]  [rgb({},{},{})]• BMA[/]".format(*CYAN, *GREEN)
         self.bins: list[dict[str, Any]] = []
 
     def on_mount(self) -> None:
         super().on_mount()
         self.show([], None)
 
-    def show(self, bins: list[dict[str, Any]], ece: float | None) -> None:
+    def show(self, bins: list[dict[str, Any]], ece: float | None,
+             bma_bins: list[dict[str, Any]] | None = None) -> None:
+        """Bars: the current sample; dots: the Bayesian model average, once there is one."""
         plt = self.plt
         plt.clear_data()
         self.bins = [b for b in bins if b.get("count")]
-        plt.plot([0.0, 1.0], [0.0, 1.0], color="gray", marker="braille", label="ideal")
+        plt.plot([0.0, 1.0], [0.0, 1.0], color=GRAY, marker="braille")
         if self.bins:
             width = 0.8 * (self.bins[0]["hi"] - self.bins[0]["lo"])
             plt.bar([(b["lo"] + b["hi"]) / 2 for b in self.bins], [b["accuracy"] for b in self.bins],
-                    width=width, color="cyan", label="accuracy", reset_ticks=False)
+                    width=width, color=CYAN, reset_ticks=False)
+        bma = [b for b in bma_bins or [] if b.get("count")]
+        if bma:
+            plt.scatter([(b["lo"] + b["hi"]) / 2 for b in bma], [b["accuracy"] for b in bma], color=GREEN,
+                        marker="dot")
         plt.xlim(0.0, 1.0)
         plt.ylim(0.0, 1.0)
         plt.xlabel("confidence")

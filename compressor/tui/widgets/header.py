@@ -55,4 +55,4 @@ class RunHeader(Static):
         outer = Table.grid(expand=True)
         outer.add_row(title)
         outer.add_row(grid)
-        self.update(outer)
+        self.update(outer, layout=False)  # fixed height: skip the full-screen re-layout

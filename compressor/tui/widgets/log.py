@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 
 from rich.text import Text
+from textual import events
 from textual.widgets import RichLog
 
 from compressor.engine.events import (
@@ -22,14 +24,19 @@ from compressor.sinks.console import event_line
 STYLES: dict[type[Event], str] = {Pruned: "magenta", EStep: "blue", SampleCollected: "cyan", EpochEnd: "",
                                   RunFinished: "bold green"}
 LEVEL_STYLES = {"warning": "bold yellow", "error": "bold red", "info": ""}
+MAX_LINES = 2000
 
 
 class EventLog(RichLog):
-    """Keeps the last lines only: a long run's log must not grow the UI's memory without bound."""
+    """RichLog wraps a line once, at the width it has when written; the panel's width changes with the
+    terminal (and with the layout breakpoint right after start), so the entries are kept and re-wrapped."""
 
     def __init__(self, id: str | None = None) -> None:
-        super().__init__(id=id, classes="panel", max_lines=2000, wrap=True, markup=False, highlight=False)
+        super().__init__(id=id, classes="panel", max_lines=MAX_LINES, min_width=10, wrap=True, markup=False,
+                         highlight=False)
         self.border_title = "log"
+        self.entries: deque[Text] = deque(maxlen=MAX_LINES)
+        self._wrapped_at = 0
 
     def add_event(self, event: Event, live: bool) -> None:
         if isinstance(event, StepDone):
@@ -43,4 +50,13 @@ class EventLog(RichLog):
     def add_line(self, line: str, style: str = "", live: bool = True) -> None:
         text = Text(time.strftime("%H:%M:%S ") if live else "", style="dim")
         text.append(line, style=style)
+        self.entries.append(text)
         self.write(text)
+
+    def on_resize(self, event: events.Resize) -> None:
+        width = self.scrollable_content_region.width
+        if width != self._wrapped_at:
+            self._wrapped_at = width
+            self.clear()
+            for text in self.entries:
+                self.write(text)

@@ -12,7 +12,8 @@ from compressor.tui.state import RunState
 
 # Friendlier names for keys the Bayesian methods report; any other key is shown as it is.
 LABELS = {"temperature": "temperature", "t_eff": "T eff", "tau_mean": "τ mean", "tau_min": "τ min",
-          "tau_max": "τ max", "cycle": "cycle"}
+          "tau_max": "τ max", "cycle": "cycle", "steps": "optimizer steps"}
+SHOWN_ELSEWHERE = {"c2", "samples"}  # folded into "learning rate C2" and "samples collected"
 
 
 def fmt(value: Any) -> str:
@@ -35,15 +36,19 @@ class OptimizerPanel(Static):
         values: dict[str, str] = {}
         if state.started is not None:
             values["method"] = state.started.method
-        if state.lr is not None:
-            values["learning rate C2"] = f"{state.lr:.4g}"
-        for key, value in state.optimizer.items():
-            values[LABELS.get(key, key)] = fmt(value)
-        if state.samples or "cycle" in state.optimizer:
-            values["samples collected"] = str(state.samples)
+        opt = state.optimizer
+        lr = state.lr if state.lr is not None else opt.get("c2")
+        if lr is not None:
+            values["learning rate C2"] = f"{lr:.4g}"
+        for key, value in opt.items():
+            if key not in SHOWN_ELSEWHERE:
+                values[LABELS.get(key, key)] = fmt(value)
+        samples = max(state.samples, int(opt.get("samples", 0)))
+        if samples or "samples" in opt or "cycle" in opt:
+            values["samples collected"] = str(samples)
         if state.estep is not None:
             e = state.estep
-            values["E-step π"] = f"{e.pi:.3f}"
+            values["E-step π"] = f"{e.pi:.3g}"
             values["groups on spike"] = f"{e.spiked}/{e.total_groups}"
         self.values = values
         table = Table.grid(padding=(0, 1), expand=True)
@@ -51,4 +56,5 @@ class OptimizerPanel(Static):
         table.add_column(justify="right", no_wrap=True)
         for key, value in values.items():
             table.add_row(key, Text(value, style="bold"))
-        self.update(table if values else Text("waiting for the run to start…", style="dim"))
+        # The grid fixes this panel's size, so no re-layout of the screen is needed.
+        self.update(table if values else Text("waiting for the run to start…", style="dim"), layout=False)

@@ -1,0 +1,95 @@
+"""Training throughput under the dashboard (headless, 160x48) vs the plain ConsoleSink path, same recipe.
+
+The dashboard renders on the main thread while training runs in a worker thread, so any UI work it does per
+event competes with the training loop for the GIL. Worst case on purpose: `train.log_every=1` (a step event
+every step) and tiny digits images, where a step is mostly Python overhead. Interleaved repeats in one
+process; prints the engine's train images/s for both and their ratio (target >= 0.97).
+
+    python benchmarks/bench_tui.py --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from compressor.engine.events import Event
+from compressor.engine.trainer import run
+from compressor.recipe import Recipe, load_recipe
+from compressor.sinks.console import ConsoleSink
+from compressor.tui.app import Dashboard
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def images_per_second(run_dir: Path) -> float:
+    return json.loads((run_dir / "summary.json").read_text())["train_images_per_second"]
+
+
+def plain(recipe: Recipe, out: Path, device: str) -> float:
+    """What `compressor train --no-tui` does, its lines sent to /dev/null."""
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+        sink = ConsoleSink(tty=False)
+        with sink:
+            return images_per_second(run(recipe, sink, out_dir=out, device=device))
+
+
+def dashboard(recipe: Recipe, out: Path, device: str) -> float:
+    def job(on_event: Callable[[Event], None], should_stop: Callable[[], bool]) -> Path:
+        return run(recipe, on_event, should_stop, out_dir=out, device=device)
+
+    app = Dashboard(job=job)
+
+    async def drive() -> None:
+        async with app.run_test(headless=True, size=(160, 48)) as pilot:
+            while app.run_dir is None and app.error is None:
+                await asyncio.sleep(0.05)
+            await pilot.press("q")
+
+    asyncio.run(drive())
+    if app.error is not None:
+        raise app.error
+    assert app.run_dir is not None
+    return images_per_second(app.run_dir)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=1024)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--log-every", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", [
+        f"train.epochs={args.epochs}", f"data.limit={args.limit}", f"train.batch_size={args.batch_size}",
+        f"train.log_every={args.log_every}", f"prune.target_epoch={max(1, args.epochs - 1)}"])
+    print(f"quickstart ({recipe.method.name}, {recipe.model.name}) on {args.device}: {args.epochs} epochs x "
+          f"{args.limit} images, batch {args.batch_size}, a step event every {args.log_every} step(s)", flush=True)
+    ours, ref = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.repeats):
+            order = [plain, dashboard] if i % 2 == 0 else [dashboard, plain]
+            result = {fn.__name__: fn(recipe, Path(tmp), args.device) for fn in order}
+            ref.append(result["plain"])
+            ours.append(result["dashboard"])
+            print(f"plain {ref[-1]:.1f} img/s   dashboard {ours[-1]:.1f} img/s", flush=True)
+    ratios = [o / r for o, r in zip(ours, ref, strict=True)]
+    print(f"median: plain {statistics.median(ref):.1f} img/s, dashboard {statistics.median(ours):.1f} img/s, "
+          f"ratio {statistics.median(ratios):.3f} (per repeat: {', '.join(f'{r:.3f}' for r in ratios)})")
+
+
+if __name__ == "__main__":
+    main()
