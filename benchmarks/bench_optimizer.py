@@ -1,12 +1,17 @@
 """AdaptiveSGHMC step time and state memory against torch.optim.SGD(momentum=0.9, foreach=True).
 
-Same process, same parameter shapes (from compressor.models), interleaved repeats, medians; prints ratios.
-Also prints the time of one Gaussian draw over all parameters: on CPU torch's generator (mt19937 +
-Box-Muller) costs more than a whole SGD step, and the sampler needs two draws per step (xi_t and the
-regenerated xi_{t-1}; one with eta = 0, where rho is frozen), so that draw, not memory traffic, bounds
-the CPU ratio. Variants: fp32 rho (default), eta = 0, bf16 rho.
+Same process, same parameter shapes (from compressor.models), interleaved repeats; prints ratios to SGD of
+the median wall-clock time per step and of the median process CPU time per step. On a shared, loaded CPU
+the wall clock is stretched by time-slicing (every call longer than a scheduler slice alike, which pulls
+ratios towards 1); with one intra-op thread the CPU time is the work itself. With more threads CPU time
+also counts OpenMP spin-waits, so read the wall ratio there. Variants: how xi_prev reaches the rho update
+(`xi_storage`: regenerated with a second draw, or stored in fp16/bf16/fp32), eta = 0 (no rho update),
+bf16 rho. Also times one Gaussian draw over all parameters: on CPU torch's generator (mt19937 + Box-Muller)
+costs more than a whole SGD step, so the draws, not memory traffic, bound the CPU ratio. `--inductor-randn`
+adds a torch.compile'd `randn_like` (Philox in the generated C++ loop) for comparison; compiling it takes
+minutes on a slow box.
 
-    python benchmarks/bench_optimizer.py [--device cuda] [--threads 1] [--repeats 15] [--steps 20]
+    python benchmarks/bench_optimizer.py [--device cuda] [--threads 1] [--repeats 15] [--steps 10]
 """
 
 from __future__ import annotations
@@ -37,13 +42,14 @@ def _clone_params(model: torch.nn.Module, device: torch.device, seed: int) -> li
     return params
 
 
-def _time_steps(fn: Callable[[], object], steps: int, device: torch.device) -> float:
+def _time_steps(fn: Callable[[], object], steps: int, device: torch.device) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds per call, averaged over `steps` calls."""
     _sync(device)
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         fn()
     _sync(device)
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
 
 
 def _state_bytes(opt: torch.optim.Optimizer) -> int:
@@ -54,58 +60,74 @@ def _state_bytes(opt: torch.optim.Optimizer) -> int:
     )
 
 
-def bench(model_name: str, device: torch.device, repeats: int, steps: int) -> None:
-    model = create_model(model_name, num_classes=10, input_shape=(3, 32, 32))
-    numel = sum(p.numel() for p in model.parameters())
-    n_tensors = len(list(model.parameters()))
-    opts: dict[str, torch.optim.Optimizer] = {
+def _optimizers(model: torch.nn.Module, device: torch.device) -> dict[str, torch.optim.Optimizer]:
+    def sghmc(**kw: object) -> AdaptiveSGHMC:
+        return AdaptiveSGHMC(_clone_params(model, device, 0), n_data=50_000, lr=0.1, **kw)  # type: ignore[arg-type]
+
+    return {
         "sgd": torch.optim.SGD(
             _clone_params(model, device, 0), lr=0.1, momentum=0.9, weight_decay=5e-4, foreach=True
         ),
-        "sghmc": AdaptiveSGHMC(_clone_params(model, device, 0), n_data=50_000, lr=0.1, temperature="1/N"),
-        "sghmc_eta0": AdaptiveSGHMC(_clone_params(model, device, 0), n_data=50_000, lr=0.1, eta=0.0),
-        "sghmc_bf16rho": AdaptiveSGHMC(
-            _clone_params(model, device, 0),
-            n_data=50_000,
-            lr=0.1,
-            temperature="1/N",
-            rho_dtype=torch.bfloat16,
-        ),
+        "xi regenerate": sghmc(xi_storage="regenerate"),
+        "xi fp16": sghmc(xi_storage="fp16"),
+        "xi bf16": sghmc(xi_storage="bf16"),
+        "xi fp32": sghmc(xi_storage="fp32"),
+        "eta0 regenerate": sghmc(eta=0.0, xi_storage="regenerate"),
+        "eta0 xi fp16": sghmc(eta=0.0, xi_storage="fp16"),
+        "bf16 rho, xi fp16": sghmc(rho_dtype=torch.bfloat16, xi_storage="fp16"),
     }
+
+
+def bench(model_name: str, device: torch.device, repeats: int, steps: int, inductor_randn: bool) -> None:
+    model = create_model(model_name, num_classes=10, input_shape=(3, 32, 32))
+    numel = sum(p.numel() for p in model.parameters())
+    n_tensors = len(list(model.parameters()))
+    opts = _optimizers(model, device)
     noise = torch.empty(numel, device=device)
     gen = torch.Generator(device=device).manual_seed(0)
     bench_fns: dict[str, Callable[[], object]] = {name: opt.step for name, opt in opts.items()}
-    bench_fns["one_normal_draw"] = lambda: noise.normal_(generator=gen)
-    for fn in bench_fns.values():  # warm-up: allocates state, settles allocator and caches
+    bench_fns["one normal_ draw"] = lambda: noise.normal_(generator=gen)
+    if inductor_randn:
+        compiled = torch.compile(torch.randn_like, dynamic=False)
+        bench_fns["inductor randn"] = lambda: compiled(noise)
+    for fn in bench_fns.values():  # warm-up: allocates state, compiles, settles allocator and caches
         _time_steps(fn, 3, device)
-    times: dict[str, list[float]] = {name: [] for name in bench_fns}
+    walls: dict[str, list[float]] = {name: [] for name in bench_fns}
+    cpus: dict[str, list[float]] = {name: [] for name in bench_fns}
     for _ in range(repeats):
         for name, fn in bench_fns.items():
-            times[name].append(_time_steps(fn, steps, device))
-    med = {name: statistics.median(ts) for name, ts in times.items()}
+            wall, cpu = _time_steps(fn, steps, device)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
+    wall_med = {name: statistics.median(ts) for name, ts in walls.items()}
+    cpu_med = {name: statistics.median(ts) for name, ts in cpus.items()}
     print(f"\n{model_name}: {numel:,} parameters in {n_tensors} tensors, device {device}")
+    print(f"  {'median per step':18s} {'wall':>9s} {'ratio':>6s}   {'CPU':>9s} {'ratio':>6s}")
     for name in bench_fns:
-        ratio = med[name] / med["sgd"]
-        print(f"  {name:15s} {med[name] * 1e6:9.1f} us/step   x{ratio:5.2f} SGD")
+        print(
+            f"  {name:18s} {wall_med[name] * 1e6:7.0f}us {wall_med[name] / wall_med['sgd']:5.2f}x"
+            f"   {cpu_med[name] * 1e6:7.0f}us {cpu_med[name] / cpu_med['sgd']:5.2f}x"
+        )
     for name, opt in opts.items():
         nbytes = _state_bytes(opt)
-        print(f"  {name:15s} state {nbytes / 2**20:7.2f} MiB = {nbytes / numel:5.2f} B/param")
+        print(f"  {name:18s} state {nbytes / 2**20:7.2f} MiB = {nbytes / numel:5.2f} B/param")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--models", nargs="+", default=["resnet20", "resnet56"])
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+    parser.add_argument("--inductor-randn", action="store_true", help="also time a compiled randn_like")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     for name in args.models:
-        bench(name, device, args.repeats, args.steps)
+        bench(name, device, args.repeats, args.steps, args.inductor_randn)
 
 
 if __name__ == "__main__":

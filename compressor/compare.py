@@ -33,16 +33,46 @@ from compressor.engine.events import Event
 from compressor.errors import CompressorError, RecipeError, RunDirError
 from compressor.recipe import MethodConfig, Recipe, Section, apply_overrides, parse_override, validate_recipe
 
-DEFAULT_METHODS = ("sgd", "avb", "emmcmc", "magnitude", "gmp", "l1_filter", "slimming", "snip", "random",
-                   "depgraph")
+DEFAULT_METHODS = (
+    "sgd",
+    "avb",
+    "emmcmc",
+    "magnitude",
+    "gmp",
+    "l1_filter",
+    "slimming",
+    "snip",
+    "random",
+    "depgraph",
+)
 DENSE = frozenset({"sgd", "avb"})
 UNSTRUCTURED = frozenset({"magnitude", "gmp"})
 MANIFEST = "compare.json"
 # Per-run numbers averaged over seeds; the leaderboard adds `<key>_std`.
-METRICS = ("accuracy", "nll", "ece", "brier", "params", "params_nonzero", "macs", "macs_dense", "mac_reduction",
-           "param_sparsity", "weight_sparsity", "channel_sparsity", "train_seconds", "latency_ms",
-           "latency_ms_b64", "latency_ms_dense", "speedup", "speedup_b64", "bma_accuracy", "bma_nll", "bma_ece",
-           "bma_samples")
+METRICS = (
+    "accuracy",
+    "nll",
+    "ece",
+    "brier",
+    "params",
+    "params_nonzero",
+    "macs",
+    "macs_dense",
+    "mac_reduction",
+    "param_sparsity",
+    "weight_sparsity",
+    "channel_sparsity",
+    "train_seconds",
+    "latency_ms",
+    "latency_ms_b64",
+    "latency_ms_dense",
+    "speedup",
+    "speedup_b64",
+    "bma_accuracy",
+    "bma_nll",
+    "bma_ece",
+    "bma_samples",
+)
 RunEvent = Callable[[str, Event], None]
 
 
@@ -86,7 +116,7 @@ def method_configs() -> dict[str, type[Section]]:
 
 
 def method_kind(name: str, section: dict[str, Any]) -> str:
-    """"dense", "structured" (target on MACs) or "unstructured" (target on weights)."""
+    """ "dense", "structured" (target on MACs) or "unstructured" (target on weights)."""
     if name in DENSE:
         return "dense"
     if name in UNSTRUCTURED or (name == "snip" and not section.get("structured", False)):
@@ -109,7 +139,9 @@ def _parse_method_sets(texts: Sequence[str], configs: dict[str, type[Section]]) 
     for text in texts:
         owner, sep, rest = text.partition(":")
         if not sep or owner not in configs:
-            raise RecipeError(f"--method-set {text}: expected NAME:KEY=VALUE with NAME one of {', '.join(configs)}")
+            raise RecipeError(
+                f"--method-set {text}: expected NAME:KEY=VALUE with NAME one of {', '.join(configs)}"
+            )
         key = parse_override(rest)[0][0]
         if key not in configs[owner].model_fields or key == "name":
             raise RecipeError(f"--method-set {text}: '{key}' is not a setting of method '{owner}'")
@@ -117,7 +149,9 @@ def _parse_method_sets(texts: Sequence[str], configs: dict[str, type[Section]]) 
     return parsed
 
 
-def method_section(name: str, recipe_section: dict[str, Any], method_sets: Sequence[str]) -> tuple[dict, dict]:
+def method_section(
+    name: str, recipe_section: dict[str, Any], method_sets: Sequence[str]
+) -> tuple[dict, dict]:
     """The method section `name` trains with, and where each overridden key came from (for error messages)."""
     configs = method_configs()
     cls = configs[name]
@@ -210,15 +244,31 @@ def export_report(run_dir: Path, exports: Path, budget_s: float) -> dict[str, An
     if report_path.is_file():
         return json.loads(report_path.read_text(encoding="utf-8"))
     exports.mkdir(exist_ok=True)
-    return export_run(ExportOptions(run_dir=run_dir, output=exports / f"{run_dir.name}.onnx", force=True,
-                                    latency_budget_s=budget_s))
+    return export_run(
+        ExportOptions(
+            run_dir=run_dir, output=exports / f"{run_dir.name}.onnx", force=True, latency_budget_s=budget_s
+        )
+    )
 
 
 def run_metrics(summary: dict[str, Any], report: dict[str, Any] | None) -> dict[str, Any]:
     """One run's leaderboard numbers (None where a number does not apply)."""
-    out: dict[str, Any] = {k: summary.get(k) for k in ("accuracy", "nll", "ece", "brier", "params_nonzero",
-                                                       "macs", "macs_dense", "param_sparsity", "channel_sparsity",
-                                                       "train_seconds", "weight_sparsity")}
+    out: dict[str, Any] = {
+        k: summary.get(k)
+        for k in (
+            "accuracy",
+            "nll",
+            "ece",
+            "brier",
+            "params_nonzero",
+            "macs",
+            "macs_dense",
+            "param_sparsity",
+            "channel_sparsity",
+            "train_seconds",
+            "weight_sparsity",
+        )
+    }
     out["params"] = summary.get("params_shrunk", summary.get("params"))
     out["mac_reduction"] = 1.0 - summary["macs"] / summary["macs_dense"]
     bma = summary.get("bma") or {}
@@ -247,9 +297,15 @@ def aggregate(name: str, kind: str, runs: list[tuple[str, dict[str, Any]]]) -> d
         pooled = []
         for parts in zip(*bins, strict=True):
             count = sum(b["count"] for b in parts)
-            pooled.append({"lo": parts[0]["lo"], "hi": parts[0]["hi"], "count": count,
-                           "confidence": sum(b["confidence"] * b["count"] for b in parts) / max(1, count),
-                           "accuracy": sum(b["accuracy"] * b["count"] for b in parts) / max(1, count)})
+            pooled.append(
+                {
+                    "lo": parts[0]["lo"],
+                    "hi": parts[0]["hi"],
+                    "count": count,
+                    "confidence": sum(b["confidence"] * b["count"] for b in parts) / max(1, count),
+                    "accuracy": sum(b["accuracy"] * b["count"] for b in parts) / max(1, count),
+                }
+            )
         row["reliability"] = pooled
     return row
 
@@ -292,8 +348,10 @@ def run_compare(
     configs = method_configs()
     unknown = [m for m in opts.methods if m not in configs]
     if unknown or not opts.methods:
-        raise RecipeError(f"--methods: unknown method(s) {', '.join(unknown) or '(none given)'} "
-                          f"(known: {', '.join(configs)})")
+        raise RecipeError(
+            f"--methods: unknown method(s) {', '.join(unknown) or '(none given)'} "
+            f"(known: {', '.join(configs)})"
+        )
     if len(set(opts.methods)) != len(opts.methods):
         raise RecipeError("--methods: a method is listed twice")
     if not 0.0 < opts.target < 1.0:
@@ -348,8 +406,16 @@ def run_compare(
     return CompareResult(folder, board, stopped, errors)
 
 
-def write_board(folder: Path, opts: CompareOptions, first: Recipe, results: dict[str, list],
-                errors: dict[str, str], plans: dict, *, plots: bool) -> dict[str, Any]:
+def write_board(
+    folder: Path,
+    opts: CompareOptions,
+    first: Recipe,
+    results: dict[str, list],
+    errors: dict[str, str],
+    plans: dict,
+    *,
+    plots: bool,
+) -> dict[str, Any]:
     """leaderboard.json and leaderboard.md from every run finished so far (after each run), and the plots
     (at the end, also of a stopped compare: drawing them takes longer than a tiny run)."""
     from compressor.engine.rundir import write_json
@@ -357,9 +423,16 @@ def write_board(folder: Path, opts: CompareOptions, first: Recipe, results: dict
     kinds = {name: kind for (name, _), (_, kind) in plans.items()}
     rows = [aggregate(name, kinds[name], runs) for name, runs in results.items() if runs]
     board = {
-        "recipe": str(Path(opts.recipe).resolve()), "model": first.model.name, "dataset": first.data.name,
-        "epochs": first.train.epochs, "prune_epoch": first.prune.target_epoch, "target": opts.target,
-        "seeds": opts.seeds, "methods": list(opts.methods), "rows": rows, "errors": errors,
+        "recipe": str(Path(opts.recipe).resolve()),
+        "model": first.model.name,
+        "dataset": first.data.name,
+        "epochs": first.train.epochs,
+        "prune_epoch": first.prune.target_epoch,
+        "target": opts.target,
+        "seeds": opts.seeds,
+        "methods": list(opts.methods),
+        "rows": rows,
+        "errors": errors,
     }
     write_json(folder / "leaderboard.json", board)
     (folder / "leaderboard.md").write_text(markdown(board), encoding="utf-8")
@@ -389,17 +462,29 @@ COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("NLL", lambda r: _fmt(r, "nll", digits=3)),
     ("ECE", lambda r: _fmt(r, "ece", digits=4)),
     ("Brier", lambda r: _fmt(r, "brier", digits=3)),
-    ("BMA acc % / ECE", lambda r: "–" if r.get("bma_accuracy") is None
-     else f"{_fmt(r, 'bma_accuracy', 100)} / {_fmt(r, 'bma_ece', digits=4)}"),
+    (
+        "BMA acc % / ECE",
+        lambda r: (
+            "–"
+            if r.get("bma_accuracy") is None
+            else f"{_fmt(r, 'bma_accuracy', 100)} / {_fmt(r, 'bma_ece', digits=4)}"
+        ),
+    ),
     ("params (M)", lambda r: _fmt(r, "params", 1e-6, 3)),
     ("MACs (M)", lambda r: _fmt(r, "macs", 1e-6)),
     ("MACs removed", lambda r: _fmt(r, "mac_reduction", 100, 1, " %")),
     ("zero params", lambda r: _fmt(r, "param_sparsity", 100, 1, " %")),
     ("channels removed", lambda r: _fmt(r, "channel_sparsity", 100, 1, " %")),
-    ("ONNX ms (b1 / b64)", lambda r: "–" if r.get("latency_ms") is None
-     else f"{r['latency_ms']:.3f} / {r['latency_ms_b64']:.2f}"),
-    ("speedup (b1 / b64)", lambda r: "–" if r.get("speedup") is None
-     else f"{r['speedup']:.2f}x / {r['speedup_b64']:.2f}x"),
+    (
+        "ONNX ms (b1 / b64)",
+        lambda r: (
+            "–" if r.get("latency_ms") is None else f"{r['latency_ms']:.3f} / {r['latency_ms_b64']:.2f}"
+        ),
+    ),
+    (
+        "speedup (b1 / b64)",
+        lambda r: "–" if r.get("speedup") is None else f"{r['speedup']:.2f}x / {r['speedup_b64']:.2f}x",
+    ),
     ("train s", lambda r: _fmt(r, "train_seconds", digits=0)),
 )
 
@@ -408,10 +493,12 @@ def markdown(board: dict[str, Any]) -> str:
     lines = [
         f"# compare: {board['model']} on {board['dataset']}",
         "",
-        (f"{board['epochs']} epochs (one-shot pruning at epoch {board['prune_epoch']}), target "
-         f"{board['target']:.0%} removed (MACs for structured, weights for unstructured methods), "
-         f"{board['seeds']} seed(s); accuracy/NLL/ECE/Brier of the final network, BMA of the posterior samples "
-         "where collected; latency of the verified ONNX export against the dense network (onnxruntime, CPU)."),
+        (
+            f"{board['epochs']} epochs (one-shot pruning at epoch {board['prune_epoch']}), target "
+            f"{board['target']:.0%} removed (MACs for structured, weights for unstructured methods), "
+            f"{board['seeds']} seed(s); accuracy/NLL/ECE/Brier of the final network, BMA of the posterior samples "
+            "where collected; latency of the verified ONNX export against the dense network (onnxruntime, CPU)."
+        ),
         "",
         "| " + " | ".join(name for name, _ in COLUMNS) + " |",
         "|" + "|".join("---" for _ in COLUMNS) + "|",
@@ -422,8 +509,17 @@ def markdown(board: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-CONSOLE_COLUMNS = ("method", "kind", "acc %", "NLL", "ECE", "MACs removed", "zero params", "speedup (b1 / b64)",
-                   "train s")
+CONSOLE_COLUMNS = (
+    "method",
+    "kind",
+    "acc %",
+    "NLL",
+    "ECE",
+    "MACs removed",
+    "zero params",
+    "speedup (b1 / b64)",
+    "train s",
+)
 
 
 def table(board: dict[str, Any]) -> Any:
@@ -431,7 +527,9 @@ def table(board: dict[str, Any]) -> Any:
     from rich.table import Table
 
     columns = [(name, cell) for name, cell in COLUMNS if name in CONSOLE_COLUMNS]
-    out = Table(title=f"leaderboard ({len(board['rows'])}/{len(board['methods'])} methods)", title_justify="left")
+    out = Table(
+        title=f"leaderboard ({len(board['rows'])}/{len(board['methods'])} methods)", title_justify="left"
+    )
     for name, _ in columns:
         out.add_column(name, justify="left" if name in ("method", "kind") else "right")
     for row in board["rows"]:
@@ -466,12 +564,23 @@ def plot(board: dict[str, Any], folder: Path) -> None:
     for row in rows:
         x, y = 1.0 - row["mac_reduction"], 100 * row["accuracy"]
         points.append((x, y))
-        ax.errorbar(x, y, yerr=100 * (row["accuracy_std"] or 0.0), marker=MARKERS[row["kind"]], ms=8,
-                    color=colours[row["method"]], label=row["method"], capsize=3)
+        ax.errorbar(
+            x,
+            y,
+            yerr=100 * (row["accuracy_std"] or 0.0),
+            marker=MARKERS[row["kind"]],
+            ms=8,
+            color=colours[row["method"]],
+            label=row["method"],
+            capsize=3,
+        )
     front = pareto_front(points)
     ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="grey", lw=1, label="Pareto front")
-    ax.set(xlabel="MACs remaining (fraction of dense)", ylabel="accuracy (%)",
-           title=f"accuracy vs MACs: {board['model']} on {board['dataset']}")
+    ax.set(
+        xlabel="MACs remaining (fraction of dense)",
+        ylabel="accuracy (%)",
+        title=f"accuracy vs MACs: {board['model']} on {board['dataset']}",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
@@ -480,10 +589,21 @@ def plot(board: dict[str, Any], folder: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 5))
     for row in rows:
-        ax.errorbar(row["param_sparsity"], row["ece"], yerr=row["ece_std"] or 0.0, marker=MARKERS[row["kind"]],
-                    ms=8, color=colours[row["method"]], label=row["method"], capsize=3)
-    ax.set(xlabel="parameter sparsity (fraction of weights zero)", ylabel="ECE (15 bins)",
-           title="calibration vs sparsity")
+        ax.errorbar(
+            row["param_sparsity"],
+            row["ece"],
+            yerr=row["ece_std"] or 0.0,
+            marker=MARKERS[row["kind"]],
+            ms=8,
+            color=colours[row["method"]],
+            label=row["method"],
+            capsize=3,
+        )
+    ax.set(
+        xlabel="parameter sparsity (fraction of weights zero)",
+        ylabel="ECE (15 bins)",
+        title="calibration vs sparsity",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
@@ -496,16 +616,22 @@ def plot(board: dict[str, Any], folder: Path) -> None:
     cols = min(5, len(with_bins))
     rows_n = -(-len(with_bins) // cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(3 * cols, 3.1 * rows_n), squeeze=False, sharey=True)
-    for ax in axes.flat[len(with_bins):]:
+    for ax in axes.flat[len(with_bins) :]:
         ax.set_visible(False)
     for ax, row in zip(axes.flat, with_bins, strict=False):
         bins = row["reliability"]
         centres = [(b["lo"] + b["hi"]) / 2 for b in bins]
         width = bins[0]["hi"] - bins[0]["lo"]
         used = [b["count"] > 0 for b in bins]
-        ax.bar([c for c, u in zip(centres, used, strict=True) if u],
-               [b["accuracy"] for b, u in zip(bins, used, strict=True) if u], width=width * 0.95,
-               color=colours[row["method"]], alpha=0.8, edgecolor="black", lw=0.3)
+        ax.bar(
+            [c for c, u in zip(centres, used, strict=True) if u],
+            [b["accuracy"] for b, u in zip(bins, used, strict=True) if u],
+            width=width * 0.95,
+            color=colours[row["method"]],
+            alpha=0.8,
+            edgecolor="black",
+            lw=0.3,
+        )
         ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
         ax.set(xlim=(0, 1), ylim=(0, 1), title=f"{row['method']}  ECE {row['ece']:.3f}", xlabel="confidence")
         ax.title.set_fontsize(9)

@@ -344,13 +344,26 @@ def test_preconditioner_reaches_its_fixed_point() -> None:
     assert diag["tau_min"] < diag["tau_mean"] < diag["tau_max"] < 1.0
 
 
-def test_two_steps_by_hand_including_the_redrawn_xi() -> None:
-    """Step 1 has no xi_prev term; step 2's rho update uses exactly the xi injected at step 1."""
+@pytest.mark.parametrize("xi_storage", ["regenerate", "fp16", "bf16", "fp32"])
+def test_two_steps_by_hand_including_the_redrawn_xi(xi_storage: str) -> None:
+    """Step 1 has no xi_prev term; step 2's rho update uses exactly the xi injected at step 1.
+
+    A stored xi is rounded to its dtype before it is injected, so it too is exactly the injected value.
+    """
     n, c2, beta1, beta2, eta, lam, temp = 100, 0.2, 0.3, 0.7, 5.0, 0.01, 0.05
     w0 = torch.linspace(-1, 1, 5000, dtype=torch.float64).reshape(50, 100)
     w = nn.Parameter(w0.clone())
     opt = AdaptiveSGHMC(
-        [w], n_data=n, lr=c2, beta1=beta1, beta2=beta2, eta=eta, weight_decay=lam, temperature=temp, seed=7
+        [w],
+        n_data=n,
+        lr=c2,
+        beta1=beta1,
+        beta2=beta2,
+        eta=eta,
+        weight_decay=lam,
+        temperature=temp,
+        seed=7,
+        xi_storage=xi_storage,  # type: ignore[arg-type]
     )
     c = math.sqrt(c2)
     noise = math.sqrt(2 + 2 * beta1**2) * c**1.5 * temp
@@ -362,6 +375,11 @@ def test_two_steps_by_hand_including_the_redrawn_xi() -> None:
     _assert_close(state["rho"], rho1, rtol=1e-12, atol=1e-15)
     xi1 = (state["momentum_buffer"] + beta2 * c2 * (g1 + lam * w0)) / noise
     assert abs(float(xi1.mean())) < 0.05 and float(xi1.std()) == pytest.approx(1.0, abs=0.04)  # the scale
+    if xi_storage != "regenerate":
+        stored = state["xi"]
+        dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+        assert stored.dtype == dtypes[xi_storage]
+        _assert_close(stored.double(), xi1, rtol=1e-9, atol=1e-12)  # the injected value is the rounded one
     _assert_close(w.detach(), w0 + torch.sigmoid(rho1) * state["momentum_buffer"])
 
     m1, w1 = state["momentum_buffer"].clone(), w.detach().clone()
@@ -404,19 +422,34 @@ def _make_opt(net: nn.Module, **kw: object) -> AdaptiveSGHMC:
     return AdaptiveSGHMC(_groups(net), n_data=500, lr=0.05, temperature="1/sqrt(N)", **kw)  # type: ignore[arg-type]
 
 
-def test_state_is_two_full_size_tensors_per_parameter() -> None:
-    for rho_dtype, per_param in ((torch.float32, 8), (torch.bfloat16, 6)):
-        net = _small_net()
-        opt = _make_opt(net, rho_dtype=rho_dtype)
-        _train(net, opt, 2)
-        for p in net.parameters():
-            full = [v for v in opt.state[p].values() if torch.is_tensor(v) and v.numel() == p.numel()]
-            assert len(full) <= 3
-        noisy = sum(p.numel() for p in _groups(net)[0]["params"])
-        quiet = sum(p.numel() for p in _groups(net)[1]["params"])
-        generators = opt.state_nbytes() - per_param * noisy - 4 * quiet
-        assert 0 <= generators <= 8 * 1024  # one saved generator state for the one noisy bucket
-        assert opt.state[net[0].weight]["rho"].dtype == rho_dtype
+@pytest.mark.parametrize(
+    ("rho_dtype", "xi_storage", "per_param"),
+    [
+        (torch.float32, "regenerate", 8),
+        (torch.bfloat16, "regenerate", 6),
+        (torch.float32, "fp16", 10),
+        (torch.float32, "bf16", 10),
+        (torch.float32, "fp32", 12),
+        (torch.bfloat16, "auto", 8),  # auto stores fp16 on CPU
+    ],
+)
+def test_state_is_at_most_three_full_size_tensors_per_parameter(
+    rho_dtype: torch.dtype, xi_storage: str, per_param: int
+) -> None:
+    net = _small_net()
+    opt = _make_opt(net, rho_dtype=rho_dtype, xi_storage=xi_storage)
+    _train(net, opt, 2)
+    for p in net.parameters():
+        full = [v for v in opt.state[p].values() if torch.is_tensor(v) and v.numel() == p.numel()]
+        assert len(full) <= 3
+    noisy = sum(p.numel() for p in _groups(net)[0]["params"])
+    quiet = sum(p.numel() for p in _groups(net)[1]["params"])
+    generators = opt.state_nbytes() - per_param * noisy - 4 * quiet
+    assert 0 <= generators <= 8 * 1024  # one saved generator state for the one noisy bucket
+    conv = net[0].weight
+    assert opt.state[conv]["rho"].dtype == rho_dtype
+    assert ("xi" in opt.state[conv]) == (xi_storage != "regenerate")
+    assert "xi" not in opt.state[net[1].weight]  # no noise, no xi
 
 
 def test_keep_mask_holds_pruned_slices_at_exact_zero() -> None:
@@ -473,11 +506,22 @@ def test_noise_free_group_is_deterministic_momentum_descent() -> None:
     assert "rho" not in opts[0].state[bn[0]]
 
 
-@pytest.mark.parametrize("eta", [0.1, 0.0])  # eta = 0 skips the rho update and the redraw of xi_prev
-def test_resume_is_bit_identical_and_loads_with_weights_only(eta: float) -> None:
+@pytest.mark.parametrize(
+    ("eta", "xi_storage", "drop_xi"),
+    [
+        (0.1, "regenerate", False),
+        (0.0, "regenerate", False),  # eta = 0 skips the rho update and the redraw of xi_prev
+        (0.1, "fp16", False),
+        (0.0, "fp16", False),
+        (0.1, "bf16", True),  # a checkpoint without xi (as "regenerate" writes) replays it from the generator
+    ],
+)
+def test_resume_is_bit_identical_and_loads_with_weights_only(
+    eta: float, xi_storage: str, drop_xi: bool
+) -> None:
     def fresh() -> tuple[nn.Module, AdaptiveSGHMC]:
         net = _small_net()
-        opt = _make_opt(net, seed=5, eta=eta)
+        opt = _make_opt(net, seed=5, eta=eta, xi_storage=xi_storage)
         opt.set_keep_mask(net[0].weight, torch.tensor([1.0, 0, 1, 1, 1, 1, 1, 1]).reshape(8, 1, 1, 1))
         opt.set_extra_decay(net[4].weight, torch.linspace(0, 0.3, 128).reshape(1, 128))
         return net, opt
@@ -490,9 +534,20 @@ def test_resume_is_bit_identical_and_loads_with_weights_only(eta: float) -> None
 
     buf.seek(0)
     ckpt = torch.load(buf, weights_only=True)
+    if drop_xi:
+        dropped = [state.pop("xi") for state in ckpt["opt"]["state"].values() if "xi" in state]
+        assert len(dropped) == 2 and all(x.dtype == torch.bfloat16 for x in dropped)
     net_b = _small_net()
     net_b.load_state_dict(ckpt["net"])
-    opt_b = AdaptiveSGHMC(_groups(net_b), n_data=500, lr=0.05, temperature="1/sqrt(N)", seed=99, eta=eta)
+    opt_b = AdaptiveSGHMC(
+        _groups(net_b),
+        n_data=500,
+        lr=0.05,
+        temperature="1/sqrt(N)",
+        seed=99,
+        eta=eta,
+        xi_storage=xi_storage,  # type: ignore[arg-type]
+    )
     opt_b.load_state_dict(ckpt["opt"])
     _train(net_b, opt_b, 15, seed=1)
     for a, b in zip(net_a.state_dict().values(), net_b.state_dict().values(), strict=True):
@@ -511,6 +566,27 @@ def test_foreach_and_loop_paths_agree_exactly() -> None:
         _train(net, opt, 10)
     for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_stored_xi_follows_the_regenerated_chain() -> None:
+    """Same seed, same draws: fp32 storage reproduces "regenerate" bit for bit; fp16/bf16 storage differs
+    only by the rounding of the injected noise (at most 2^-11 / 2^-8 of it relative), which stays of that
+    order over a few steps."""
+    steps, c2, beta1 = 10, 0.05, 0.1
+    nets = {mode: _small_net() for mode in ("regenerate", "fp32", "fp16", "bf16")}
+    for mode, net in nets.items():
+        opt = _make_opt(net, seed=4, xi_storage=mode)
+        opt.set_extra_decay(net[4].weight, torch.full((1, 128), 0.1))
+        _train(net, opt, steps)
+    noise = math.sqrt(2 + 2 * beta1**2) * c2**0.75 / math.sqrt(500)  # per unit of xi, T = 1/sqrt(N)
+    ref = [p.detach() for p in nets["regenerate"].parameters()]
+    for mode, rel in (("fp32", 0.0), ("fp16", 2.0**-11), ("bf16", 2.0**-8)):
+        worst = max(
+            float((a - b.detach()).abs().max()) for a, b in zip(ref, nets[mode].parameters(), strict=True)
+        )
+        assert worst <= steps * 5 * noise * rel, (mode, worst)  # |xi| < 5, tau < 1
+        if rel:
+            assert worst > 0.01 * steps * noise * rel  # the rounding is real, so the test can see it
 
 
 def test_diagnostics_report_the_effective_temperature() -> None:
@@ -540,6 +616,8 @@ def test_invalid_settings_are_rejected() -> None:
             AdaptiveSGHMC(w, n_data=n_data, lr=0.1)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         AdaptiveSGHMC([{"params": w, "noise": "no"}], n_data=10, lr=0.1)
+    with pytest.raises(ValueError):
+        AdaptiveSGHMC(w, n_data=10, lr=0.1, xi_storage="fp8")  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------------- EM-MCMC

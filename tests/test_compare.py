@@ -36,8 +36,14 @@ from compressor.recipe import validate_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "quickstart.yaml"
-TINY = ["data.limit=128", "data.val_limit=64", "train.epochs=2", "train.batch_size=32", "prune.start_epoch=0",
-        "prune.target_epoch=1"]
+TINY = [
+    "data.limit=128",
+    "data.val_limit=64",
+    "train.epochs=2",
+    "train.batch_size=32",
+    "prune.start_epoch=0",
+    "prune.target_epoch=1",
+]
 TARGET = 0.5
 runner = CliRunner()
 
@@ -52,8 +58,14 @@ def _one_thread() -> Iterator[None]:
 
 
 def options(**kw: object) -> CompareOptions:
-    base: dict = {"recipe": RECIPE, "methods": list(DEFAULT_METHODS), "target": TARGET, "overrides": TINY,
-                  "method_overrides": ["emmcmc:samples_per_cycle=1"], "latency_budget_s": 0.05}
+    base: dict = {
+        "recipe": RECIPE,
+        "methods": list(DEFAULT_METHODS),
+        "target": TARGET,
+        "overrides": TINY,
+        "method_overrides": ["emmcmc:samples_per_cycle=1"],
+        "latency_budget_s": 0.05,
+    }
     return CompareOptions(**{**base, **kw})  # type: ignore[arg-type]
 
 
@@ -128,7 +140,9 @@ def test_dense_references_prune_nothing(compared: tuple[Path, dict]) -> None:
 def test_gmp_ramps_on_the_cubic_schedule(compared: tuple[Path, dict]) -> None:
     assert [round(cubic_sparsity(t, 0, 4, 0.8), 4) for t in range(6)] == [0.0, 0.4625, 0.7, 0.7875, 0.8, 0.8]
     folder, rows = compared
-    logs = [json.loads(line) for line in (run_dir(folder, rows["gmp"]) / "metrics.jsonl").read_text().splitlines()]
+    logs = [
+        json.loads(line) for line in (run_dir(folder, rows["gmp"]) / "metrics.jsonl").read_text().splitlines()
+    ]
     masked = [r["message"] for r in logs if r["event"] == "log" and "prunable weights masked" in r["message"]]
     assert len(masked) == 4 and masked[-1].endswith("(50.0%)")  # every step of epoch 1 (4 steps of 32)
 
@@ -139,8 +153,18 @@ def test_compare_writes_leaderboard_and_plots(compared: tuple[Path, dict]) -> No
     board = json.loads((folder / "leaderboard.json").read_text())
     assert [r["method"] for r in board["rows"]] == list(DEFAULT_METHODS) and board["target"] == TARGET
     for row in board["rows"]:
-        assert {"accuracy", "nll", "ece", "brier", "params", "macs", "param_sparsity", "channel_sparsity",
-                "train_seconds", "latency_ms"} <= row.keys()
+        assert {
+            "accuracy",
+            "nll",
+            "ece",
+            "brier",
+            "params",
+            "macs",
+            "param_sparsity",
+            "channel_sparsity",
+            "train_seconds",
+            "latency_ms",
+        } <= row.keys()
         assert 0.0 <= row["accuracy"] <= 1.0 and row["seeds"] == 1 and len(row["reliability"]) == 15
     table = (folder / "leaderboard.md").read_text().splitlines()
     assert sum(line.startswith(f"| {m} |") for m in DEFAULT_METHODS for line in table) == len(DEFAULT_METHODS)
@@ -175,8 +199,11 @@ def test_structured_snip_prunes_groups_at_initialisation(tmp_path: Path) -> None
     path = run(recipe, out_dir=tmp_path)
     summary = json.loads((path / "summary.json").read_text())
     assert TARGET <= 1.0 - summary["macs"] / summary["macs_dense"] <= TARGET + 0.02
-    pruned = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()
-              if '"event": "pruned"' in line]
+    pruned = [
+        json.loads(line)
+        for line in (path / "metrics.jsonl").read_text().splitlines()
+        if '"event": "pruned"' in line
+    ]
     assert len(pruned) == 1 and pruned[0]["global_step"] == 0  # before the first update
     assert_masked_equals_shrunk(path)
 
@@ -188,7 +215,9 @@ def test_method_settings_follow_the_recipe_and_method_sets() -> None:
     avb = method_section("avb", emmcmc, [])[0]
     assert avb["beta1"] == emmcmc["beta1"] and "lambda0" not in avb  # shared optimizer fields only
     assert method_section("depgraph", emmcmc, [])[0] == {"name": "depgraph"}  # nothing shared: defaults
-    section, origin = method_section("depgraph", sgd, ["sgd:lr=0.2", "depgraph:reg=0.001", "slimming:sparsity=0"])
+    section, origin = method_section(
+        "depgraph", sgd, ["sgd:lr=0.2", "depgraph:reg=0.001", "slimming:sparsity=0"]
+    )
     assert section == {"name": "depgraph", "lr": 0.2, "nesterov": False, "reg": 0.001}
     assert origin[("method", "lr")] == "--method-set sgd:lr=0.2"
     with pytest.raises(RecipeError, match="not a setting of method 'sgd'"):
@@ -200,10 +229,16 @@ def test_method_settings_follow_the_recipe_and_method_sets() -> None:
 def test_every_method_shares_the_epoch_split_and_target() -> None:
     opts = options(overrides=["train.epochs=10", "prune.target_epoch=null"])
     recipes = {m: method_recipe(opts, m, 0) for m in DEFAULT_METHODS}
-    assert {r.prune.target_epoch for r, _ in recipes.values()} == {6}  # 60 % of the run unless the recipe says
+    # one split for all: 60 % of the run unless the recipe says
+    assert {r.prune.target_epoch for r, _ in recipes.values()} == {6}
     assert recipes["sgd"][0].prune.target is None and recipes["l1_filter"][0].prune.target == TARGET
-    assert recipes["magnitude"][0].prune.target_kind == "params" and recipes["depgraph"][0].prune.target_kind == "macs"
-    assert method_recipe(opts, "sgd", 2)[0].train.seed == 2 and method_recipe(opts, "sgd", 2)[0].name == "sgd-s2"
+    assert (
+        recipes["magnitude"][0].prune.target_kind == "params"
+        and recipes["depgraph"][0].prune.target_kind == "macs"
+    )
+    assert (
+        method_recipe(opts, "sgd", 2)[0].train.seed == 2 and method_recipe(opts, "sgd", 2)[0].name == "sgd-s2"
+    )
 
 
 def test_bad_methods_fail_with_one_line(tmp_path: Path) -> None:

@@ -224,8 +224,8 @@ def test_bma_graph_averages_the_samples_softmax(pruned_run: Path, tmp_path: Path
     (run_dir / "samples").mkdir()
     gen = torch.Generator().manual_seed(2)
     states = []
-    for k in (1, 2):  # perturbed everywhere, pruned slices included: the export must zero them again
-        state = {key: v + 0.05 * torch.randn(v.shape, generator=gen) if v.is_floating_point() else v
+    for k in (1, 2):  # weights perturbed everywhere, pruned slices included: the export must zero them again
+        state = {key: v + 0.05 * torch.randn(v.shape, generator=gen) if key.endswith(("weight", "bias")) else v
                  for key, v in payload["model"].items()}
         torch.save({"model": state, "epoch": k}, run_dir / "samples" / f"sample-{k:03d}.pt")
         states.append(state)

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
+import json
 import re
+import shutil
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from textual.app import App
+from textual.message import Message
 from textual.pilot import Pilot
 from typer.testing import CliRunner
 
@@ -20,8 +25,9 @@ from compressor.engine.rundir import read_jsonl
 from compressor.engine.trainer import run
 from compressor.errors import TrainingDiverged
 from compressor.recipe import load_recipe
-from compressor.tui.app import Dashboard, Job
+from compressor.tui.app import REDRAW_SECONDS, Dashboard, Job, train_with_dashboard
 from compressor.tui.messages import EngineEvent, StepProgress
+from compressor.tui.state import event_from_record
 from compressor.tui.widgets import (
     CurvePlot,
     EventLog,
@@ -86,7 +92,7 @@ def append(path: Path, text: str) -> None:
 
 
 def log_text(app: Dashboard) -> str:
-    return "\n".join(line.text for line in app.query_one(EventLog).lines)
+    return "\n".join(entry.plain for entry in app.query_one(EventLog).entries)
 
 
 def test_live_training_fills_every_panel_and_prunes_update_the_table(tmp_path: Path) -> None:
@@ -116,7 +122,7 @@ def test_live_training_fills_every_panel_and_prunes_update_the_table(tmp_path: P
         app.post_message(EngineEvent(Pruned(epoch=2, global_step=4, newly_pruned=3, pruned_groups=3,
                                             total_groups=40, channel_sparsity=0.1, layers=thinned,
                                             reason="synthetic")))
-        await pilot.pause()
+        await pilot.pause(REDRAW_SECONDS + 0.2)  # live events are drawn on the redraw timer
         assert table.get_row(first["layer"])[1].plain == f"{first['total'] // 2}/{first['total']}"
         assert table.get_row(second["layer"])[1].plain == f"1/{second['total']}"
         assert "after prune at step 4" in str(table.border_subtitle)
@@ -171,6 +177,17 @@ def test_training_error_is_shown_and_sets_the_exit_code() -> None:
     assert app.return_code == TrainingDiverged.exit_code == 5
 
 
+def test_training_error_is_raised_again_once_the_ui_has_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `compressor train` relies on to print the error and exit with its code after the dashboard."""
+    monkeypatch.setattr(Dashboard, "run", functools.partialmethod(App.run, headless=True, size=(80, 24)))
+
+    def failing(on_event: Callable[[Event], None], should_stop: Callable[[], bool]) -> Path:
+        raise TrainingDiverged("loss became NaN/inf at epoch 1 step 3")
+
+    with pytest.raises(TrainingDiverged, match="NaN"):
+        train_with_dashboard(failing, external_stop=lambda: True)  # as after SIGTERM: nobody presses q
+
+
 def test_replay_shows_every_epoch_of_a_finished_run(finished_run: Path) -> None:
     app = Dashboard(metrics=finished_run / "metrics.jsonl")
 
@@ -195,6 +212,8 @@ def test_small_terminal_scrolls_the_panels_and_help_opens(finished_run: Path) ->
         assert app.screen.has_class("-narrow")
         assert app.query_one("#body").max_scroll_y > 0
         assert "epoch 2/2" in screen_text(app) and "q quit" in screen_text(app)
+        log = app.query_one(EventLog)
+        assert max(line.cell_length for line in log.lines) <= log.scrollable_content_region.width  # re-wrapped
         await pilot.press("question_mark")
         assert "stop safely" in screen_text(app)
         await pilot.press("escape")
@@ -225,25 +244,57 @@ def test_follow_picks_up_lines_appended_after_start(finished_run: Path, tmp_path
     drive(app, (160, 48), script)
 
 
-def test_step_events_are_coalesced(finished_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    shows: list[int] = []
-    original = RunHeader.show
-    monkeypatch.setattr(RunHeader, "show", lambda self, state, *a: shows.append(state.global_step)
-                        or original(self, state, *a))
-    app = Dashboard()
+def test_a_resumed_run_shows_the_epochs_before_the_resume(finished_run: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / finished_run.name
+    shutil.copytree(finished_run, run_dir)
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    resumed = event_from_record({**records[0], "run_dir": str(run_dir), "resumed": True, "start_epoch": 2})
+    assert isinstance(resumed, RunStarted)
+
+    def resume(on_event: Callable[[Event], None], should_stop: Callable[[], bool]) -> Path:
+        append(run_dir / "metrics.jsonl", json.dumps(resumed.to_dict()) + "\n")  # the engine writes, then emits
+        on_event(resumed)
+        return run_dir
+
+    app = Dashboard(job=resume)
 
     async def script(pilot: Pilot) -> None:
-        started = read_jsonl(finished_run / "metrics.jsonl")[0]
-        app.post_message(EngineEvent(RunStarted(**{k: v for k, v in started.items() if k != "event"})))
-        await pilot.pause()
-        shows.clear()
-        for i in range(1, 1001):  # queued faster than the UI runs, as from a fast training loop
-            app.post_message(StepProgress(StepDone(epoch=0, step=i, global_step=i, total_steps=1000, loss=1.0,
-                                                   accuracy=0.5, lr=0.1, images_per_second=1e4)))
-        await pilot.pause()
+        await until(pilot, lambda: app.run_dir is not None)
+        assert sorted(app.state.points) == [1, 2]
+        assert app.state.started is resumed and app.state.finished is None
+        assert "resuming resnet20" in log_text(app)
 
     drive(app, (80, 24), script)
-    assert shows[-1] == 1000 and len(shows) <= 2
+
+
+def test_step_events_are_coalesced(finished_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loop stepping far faster than the screen redraws: few messages, few header redraws, last step shown."""
+    started = event_from_record(read_jsonl(finished_run / "metrics.jsonl")[0])
+
+    def fast(on_event: Callable[[Event], None], should_stop: Callable[[], bool]) -> Path:
+        on_event(started)
+        for i in range(1, 5001):
+            on_event(StepDone(epoch=0, step=i, global_step=i, total_steps=5000, loss=1.0, accuracy=0.5, lr=0.1,
+                              images_per_second=1e4))
+            should_stop()
+        return finished_run
+
+    redraws: list[int] = []
+    original = RunHeader.show
+    monkeypatch.setattr(RunHeader, "show", lambda self, state, *a: redraws.append(state.global_step)
+                        or original(self, state, *a))
+    app = Dashboard(job=fast)
+    messages: list[Message] = []
+
+    async def main() -> None:
+        async with app.run_test(size=(80, 24), message_hook=messages.append) as pilot:
+            await until(pilot, lambda: app.run_dir is not None)
+            await pilot.pause(0.6)
+
+    asyncio.run(main())
+    steps = [m for m in messages if isinstance(m, StepProgress)]
+    assert app.state.global_step == 5000 and redraws[-1] == 5000
+    assert len(steps) < 50 and len(redraws) < 50
 
 
 def test_dashboard_command_rejects_a_folder_without_metrics(tmp_path: Path) -> None:

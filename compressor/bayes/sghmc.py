@@ -6,11 +6,15 @@ Per step, for each weight w with gradient g of the *mean* loss (C = sqrt(C2), C2
     xi  ~ N(0, I);   m <- beta1 m - beta2 C2 (g + lam w) + sqrt(2 + 2 beta1^2) C^1.5 T xi
     w   <- (w + tau m) * keep
 
-Memory: m and rho are the only full-size state (8 B/param in fp32). tau is recomputed from rho, xi is never
-stored: each (group, device, dtype) bucket owns a generator, the generator state before drawing xi_t is
-saved, and step t+1 rewinds to it to redraw xi_t for its rho update before drawing xi_{t+1}. The state of a
-bucket lives in two flat buffers (params get views into them), so the parts of the update that touch only
-state run as one kernel per bucket and only four multi-tensor (foreach) ops touch w and g.
+Memory: m, rho and (optionally) xi are the only full-size state; tau is recomputed from rho. xi_prev, needed
+by the rho update, is either stored (`xi_storage` "fp16"/"bf16"/"fp32": one draw per step, +2 or 4 B/param) or
+regenerated ("regenerate": 0 B/param, two draws per step): each (group, device, dtype) bucket owns a
+generator, the generator state before drawing xi_t is saved, and step t+1 rewinds to it to redraw xi_t for its
+rho update before drawing xi_{t+1}. On CPU torch's generator (mt19937) costs more than a whole SGD step per
+draw, so storing is faster there; on CUDA (Philox) a draw is cheaper than the extra memory traffic. A stored
+xi is rounded once and that rounded value is both injected into m and used as xi_prev, so the two stay one
+chain. The state of a bucket lives in flat buffers (params get views into them), so the parts of the update
+that touch only state run as one kernel per bucket and only four multi-tensor (foreach) ops touch w and g.
 
 Sampling temperature: with tau held fixed the chain's stationary variance is T_eff times the posterior's,
 T_eff = (1 + beta1^2) / ((1 - beta1) beta2) * tau * C * T^2 * N (see `diagnostics`). T = 1/sqrt(N) gives
@@ -26,13 +30,16 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 from torch._utils import _unflatten_dense_tensors
 
 from compressor.bayes.schedule import resolve_temperature
+
+XiStorage = Literal["auto", "regenerate", "fp16", "bf16", "fp32"]
+_XI_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 @dataclass
@@ -47,6 +54,8 @@ class _Bucket:
     rho: Tensor | None
     rho_views: list[Tensor]
     generator: torch.Generator | None
+    xi: Tensor | None = None
+    xi_views: list[Tensor] = field(default_factory=list)
     fresh_generator: bool = True
     extras: list[tuple[int, Tensor]] = field(default_factory=list)
     masks: list[tuple[int, Tensor]] = field(default_factory=list)
@@ -89,9 +98,16 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
     A parameter with no gradient at a step is updated with g = 0 (it keeps sampling from its prior); leave
     frozen parameters out of the optimizer instead.
 
-    `rho_dtype` defaults to the parameter dtype. bfloat16 saves 2 B/param of memory traffic but cannot
-    represent the per-step entropy drift eta/(tau N) (4e-6 at N = 50,000) once |rho| > 2e-3, so tau then
-    freezes near 0.5005 (fp32 rho moves on, e.g. to 0.503 in SPEC's ResNet-20 run).
+    `foreach` (default on) uses multi-tensor ops for the four per-parameter ops; False loops over tensors
+    instead, with identical results on CPU. `rho_dtype` defaults to the parameter dtype. bfloat16 saves
+    2 B/param of memory traffic but cannot represent the per-step entropy drift eta/(tau N) (4e-6 at
+    N = 50,000) once |rho| > 2e-3, so tau then freezes near 0.5005 (fp32 rho moves on, e.g. to 0.503 in
+    SPEC's ResNet-20 run).
+
+    `xi_storage` chooses how xi_prev reaches the rho update: "regenerate" (redraw it, no memory), "fp16",
+    "bf16" or "fp32" (store it; fp16 keeps 11 significant bits of a N(0, 1) draw, bf16 only 8, both 2 B),
+    or "auto": "fp16" for CPU buckets, where a draw is the dominant cost, "regenerate" elsewhere. "fp32"
+    (when that is the parameter dtype) reproduces "regenerate" bit for bit.
     """
 
     def __init__(
@@ -108,16 +124,20 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
         seed: int = 0,
         foreach: bool | None = None,
         rho_dtype: torch.dtype | None = None,
+        xi_storage: XiStorage = "auto",
     ) -> None:
         if isinstance(n_data, bool) or not isinstance(n_data, int) or n_data <= 0:
             raise ValueError(f"n_data must be a positive int, got {n_data!r}")
         if rho_dtype is not None and not rho_dtype.is_floating_point:
             raise ValueError(f"rho_dtype must be a floating-point dtype, got {rho_dtype}")
+        if xi_storage not in ("auto", "regenerate", *_XI_DTYPES):
+            raise ValueError(f"xi_storage must be auto, regenerate, fp16, bf16 or fp32, got {xi_storage!r}")
         self.n_data = n_data
         self.temperature = resolve_temperature(temperature, n_data)
         self.seed = int(seed)
         self.foreach = foreach is not False
         self.rho_dtype = rho_dtype
+        self.xi_storage = xi_storage
         self.steps = 0
         self._buckets: list[_Bucket] | None = None
         self._hooks_dirty = True
@@ -212,27 +232,36 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
             key = f"{gi}|{place}|{str(dtype).removeprefix('torch.')}"
             numel = sum(p.numel() for p in params)
             momentum = torch.zeros(numel, device=device, dtype=dtype)
-            m_views = _views(momentum, params)
-            rho, rho_views, generator = None, [], None
+            rho, generator, xi = None, None, None
             if group["noise"]:
                 rho = torch.zeros(numel, device=device, dtype=self.rho_dtype or dtype)
-                rho_views = _views(rho, params)
                 generator = torch.Generator(device=device)
                 generator.manual_seed(_bucket_seed(self.seed, key))
+                xi_dtype = self._xi_dtype(device)
+                if xi_dtype is not None:
+                    xi = torch.zeros(numel, device=device, dtype=xi_dtype)  # xi_prev = 0 before any draw
+            flats = {"momentum_buffer": momentum, "rho": rho, "xi": xi}
+            views = {name: _views(flat, params) if flat is not None else [] for name, flat in flats.items()}
             for i, p in enumerate(params):
                 state = self.state[p]
                 # Existing (or just loaded) per-param tensors move into the flat buffers.
-                if "momentum_buffer" in state:
-                    m_views[i].copy_(state["momentum_buffer"])
-                state["momentum_buffer"] = m_views[i]
-                if rho is not None:
-                    if "rho" in state:
-                        rho_views[i].copy_(state["rho"])
-                    state["rho"] = rho_views[i]
-                else:
-                    state.pop("rho", None)
-            buckets.append(_Bucket(key, group, params, momentum, m_views, rho, rho_views, generator))
+                for name, flat in flats.items():
+                    if flat is None:
+                        state.pop(name, None)
+                        continue
+                    if name in state:
+                        views[name][i].copy_(state[name])
+                    state[name] = views[name][i]
+            m_views, rho_views, xi_views = views.values()
+            bucket = _Bucket(key, group, params, momentum, m_views, rho, rho_views, generator, xi, xi_views)
+            buckets.append(bucket)
         return buckets
+
+    def _xi_dtype(self, device: torch.device) -> torch.dtype | None:
+        """Storage dtype of xi for a bucket on `device`, None to regenerate it."""
+        if self.xi_storage == "auto":
+            return torch.float16 if device.type == "cpu" else None
+        return _XI_DTYPES.get(self.xi_storage)
 
     # ---------------------------------------------------------------- the update
 
@@ -271,16 +300,18 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
             eta = group["eta"]
             buf = torch.empty_like(b.momentum)
             buf_views = _views(buf, b.params)
-            if eta:
-                self._update_rho(b, grads, buf, buf_views, eta, temp, c2)
-            elif b.fresh_generator and b.key in self._xi_states:
-                # Rebuilt or resumed: move the new generator past xi_prev, where the stream left off.
-                b.generator.set_state(self._xi_states[b.key])
-                buf.normal_(generator=b.generator)
+            saved = self._xi_states.get(b.key)
+            if b.fresh_generator and saved is not None and (b.xi is not None or not eta):
+                # Rebuilt or resumed: replay xi_prev so the stream continues where it left off (and a stored
+                # xi equals the replayed one even when the checkpoint came from "regenerate").
+                b.generator.set_state(saved)
+                self._draw_xi(b, buf)
             b.fresh_generator = False
+            if eta:
+                self._update_rho(b, grads, buf, buf_views, eta, temp, c2, has_prev=saved is not None)
             self._xi_states[b.key] = b.generator.get_state()
-            buf.normal_(generator=b.generator)
-            b.momentum.mul_(beta1).add_(buf, alpha=math.sqrt(2.0 + 2.0 * beta1 * beta1) * c**1.5 * temp)
+            xi = self._draw_xi(b, buf)
+            b.momentum.mul_(beta1).add_(xi, alpha=math.sqrt(2.0 + 2.0 * beta1 * beta1) * c**1.5 * temp)
             self._add_m_gradient(b, grads, beta2 * c2, wd, fe)
             torch.sigmoid(b.rho, out=buf)
             _addcmul_(b.params, buf_views, b.m_views, 1.0, fe)
@@ -291,6 +322,18 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
             _mul_([b.params[i] for i in idx], keeps, fe)
             _mul_([b.m_views[i] for i in idx], keeps, fe)
 
+    @staticmethod
+    def _draw_xi(b: _Bucket, buf: Tensor) -> Tensor:
+        """Draw xi (into b.xi, rounded to its dtype, if stored); return the tensor holding what to inject."""
+        assert b.generator is not None
+        if b.xi is None:
+            return buf.normal_(generator=b.generator)
+        if b.xi.dtype == buf.dtype:
+            return b.xi.normal_(generator=b.generator)
+        buf.normal_(generator=b.generator)
+        b.xi.copy_(buf)
+        return buf.copy_(b.xi)  # inject the rounded value, the one the next rho update will see
+
     def _update_rho(
         self,
         b: _Bucket,
@@ -300,11 +343,13 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
         eta: float,
         temp: float,
         c2: float,
+        *,
+        has_prev: bool,
     ) -> None:
         """rho -= eta * (T^2 C^3 lam tau + T C^1.5 xi_prev g - 1/(tau N)), every term from the old tau.
 
-        Skipped when eta = 0 (rho cannot move), saving a draw: after redrawing xi_prev the generator would
-        be exactly where it already is, except right after a rebuild or resume (see `_step_bucket`).
+        Skipped when eta = 0 (rho cannot move), saving the redraw of xi_prev in "regenerate" mode. Without a
+        previous draw (`has_prev` False) xi_prev = 0 and its term is left out.
         """
         assert b.rho is not None and b.generator is not None
         c = math.sqrt(c2)
@@ -315,11 +360,18 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
         for i, extra in b.extras:
             b.rho_views[i].addcmul_(buf_views[i], extra, value=-prior)
         b.rho.addcdiv_(torch.ones((), device=buf.device, dtype=buf.dtype), buf, value=eta / self.n_data)
-        saved = self._xi_states.get(b.key)
-        if saved is not None:  # xi_prev = 0 before the first draw
-            b.generator.set_state(saved)
+        if not has_prev:
+            return
+        if b.xi is None:
+            b.generator.set_state(self._xi_states[b.key])
             buf.normal_(generator=b.generator)
-            _addcmul_(b.rho_views, buf_views, grads, -eta * temp * c**1.5, self.foreach)
+            xi_views = buf_views
+        elif b.xi.dtype == buf.dtype:
+            xi_views = b.xi_views
+        else:
+            buf.copy_(b.xi)  # one flat cast, so the multi-tensor op below sees a single dtype
+            xi_views = buf_views
+        _addcmul_(b.rho_views, xi_views, grads, -eta * temp * c**1.5, self.foreach)
 
     @staticmethod
     def _add_m_gradient(b: _Bucket, grads: list[Tensor], step: float, wd: float, fe: bool) -> None:
@@ -420,7 +472,7 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
         for idx, saved in state_dict["state"].items():
             p = params[int(idx)]
             for name, value in saved.items():
-                dtype = (self.rho_dtype or p.dtype) if name == "rho" else p.dtype
+                dtype = {"rho": self.rho_dtype or p.dtype, "xi": value.dtype}.get(name, p.dtype)
                 new_state[p][name] = value.to(device=p.device, dtype=dtype, copy=True)
         self.state = new_state
         sampler = state_dict["sampler"]

@@ -130,12 +130,16 @@ def latency_ms(
     min_runs: int = 5,
     max_runs: int = 500,
     warmup: int = 3,
+    clock: str = "wall",
 ) -> dict[str, dict[str, float]]:
     """Median milliseconds per run for each session and batch size, {name: {"1": ms, "64": ms}}.
 
     Runs are interleaved (every session at every batch size in turn, repeated) so load from other
     processes hits all of them alike; repeats continue until `budget_s` is spent and `min_runs` done.
+    clock="cpu" times the calling thread's CPU time instead of wall time: with one intra-op thread the
+    whole run executes on that thread, so time spent descheduled on a busy machine is not counted.
     """
+    tick = time.thread_time if clock == "cpu" else time.perf_counter
     rng = np.random.default_rng(0)
     inputs = {b: rng.standard_normal((b, *input_shape), dtype=np.float32) for b in batches}
     for sess in sessions.values():
@@ -148,8 +152,8 @@ def latency_ms(
     while runs < min_runs or (runs < max_runs and time.perf_counter() - start < budget_s):
         for b, x in inputs.items():
             for name, sess in order if runs % 2 else order[::-1]:  # alternate who runs first (warm caches)
-                t0 = time.perf_counter()
+                t0 = tick()
                 sess.run(None, {INPUT: x})
-                times[name][b].append(time.perf_counter() - t0)
+                times[name][b].append(tick() - t0)
         runs += 1
     return {name: {str(b): 1000.0 * statistics.median(ts) for b, ts in per.items()} for name, per in times.items()}

@@ -139,6 +139,12 @@ def _channel_sparsity(nets: Networks) -> float:
     return 1.0 - sum(r["kept"] for r in table) / max(1, sum(r["total"] for r in table))
 
 
+def _odd_conv_widths(module: nn.Module) -> int:
+    """Conv layers whose width is not a multiple of 8: onnxruntime's blocked (NCHWc) conv kernels on AVX2
+    CPUs need multiples of 8, and such layers fall back to slower ones (benchmarks/RESULTS.md)."""
+    return sum(1 for m in _members(module)[0].modules() if isinstance(m, nn.Conv2d) and m.out_channels % 8)
+
+
 def _members(module: nn.Module) -> list[nn.Module]:
     return list(module.members) if isinstance(module, Ensemble) else [module]
 
@@ -198,17 +204,7 @@ def export_run(opts: ExportOptions, log: Callable[[str], None] | None = None) ->
         sess = X.session(blob)
 
         say("verifying against PyTorch")
-        diff = X.max_abs_diff(sess, nets.reference, [x[:1], x])
-        if not diff <= MAX_ABS_DIFF:
-            raise ExportError(f"onnxruntime and PyTorch disagree: max |difference| {diff:.3g} on {output_name} "
-                              f"exceeds {MAX_ABS_DIFF:g}")
-        acc = X.accuracy(sess, source.session.val_loader)
-        reference, reference_source = _reference_accuracy(source, nets)
-        if abs(acc - reference) > ACCURACY_TOLERANCE:
-            hint = (" (the checkpoint's pruned channels were not exactly zero, so the masked network differs "
-                    "from the trained one)" if nets.masking_changed_weights else "")
-            raise ExportError(f"ONNX accuracy {100 * acc:.2f}% differs from the run's {100 * reference:.2f}% "
-                              f"({reference_source}) by more than {100 * ACCURACY_TOLERANCE:.1f} points{hint}")
+        verified = _verify(sess, source, nets, [x[:1], x], output_name)
 
         say("timing with onnxruntime")
         sessions = {"dense": sess} if opts.masked else {"dense": X.session(dense_proto), "export": sess}
@@ -220,29 +216,50 @@ def export_run(opts: ExportOptions, log: Callable[[str], None] | None = None) ->
             "output": output_name, "samples": metadata["samples"], "opset": opts.opset, "round_to": opts.round_to,
             "params_dense": params_dense, "params": params, "macs_dense": macs_dense, "macs": macs,
             "macs_unrounded": _unrounded_macs(source, nets, example), "mac_reduction": macs_dense / macs,
-            "channel_sparsity": sparsity["channels"],
+            "channel_sparsity": sparsity["channels"], "odd_conv_widths": _odd_conv_widths(nets.exported),
             "file_bytes_dense": len(blob) if opts.masked else dense_proto.ByteSize(), "file_bytes": len(blob),
-            "max_abs_diff": diff, "accuracy": acc, "accuracy_reference": reference,
-            "accuracy_reference_source": reference_source,
-            "latency_ms_dense": latency["dense"], "latency_ms": latency_export,
+            **verified, "latency_ms_dense": latency["dense"], "latency_ms": latency_export,
             "speedup": {b: latency["dense"][b] / latency_export[b] for b in latency_export},
-            "metadata": metadata,
+            "latency_setting": "onnxruntime CPU, default threads, graph level all, wall-clock median",
+            "load_average": os.getloadavg()[0], "metadata": metadata,
             "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__,
                          "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()},
         }
 
-        members = _members(nets.exported)
-        options = dict(recipe.model.options)
-        if recipe.model.hidden is not None:
-            options["hidden"] = list(recipe.model.hidden)
-        payload = model_file_payload(
-            recipe=recipe.to_dict(), model_name=recipe.model.name, options=options,
-            num_classes=data.num_classes, input_shape=list(data.input_shape), spec=nets.spec, members=members,
-            bma=opts.bma, extra={"classes": list(data.classes), "mean": list(data.mean), "std": list(data.std),
-                                 "source_run": metadata["source_run"], "checkpoint": source.checkpoint},
-        )
         staged.temps[0].write_bytes(blob)
         staged.temps[1].write_text(json.dumps(report, indent=2), encoding="utf-8")
-        torch.save(payload, staged.temps[2])
+        torch.save(_model_file(source, nets, metadata), staged.temps[2])
         staged.commit()
     return report
+
+
+def _verify(sess: ort.InferenceSession, source: Source, nets: Networks, inputs: list[torch.Tensor],
+            output_name: str) -> dict[str, Any]:
+    """Parity with the PyTorch masked network, then accuracy on the evaluation split against the run's."""
+    diff = X.max_abs_diff(sess, nets.reference, inputs)
+    if not diff <= MAX_ABS_DIFF:
+        raise ExportError(f"onnxruntime and PyTorch disagree: max |difference| {diff:.3g} on {output_name} "
+                          f"exceeds {MAX_ABS_DIFF:g}")
+    acc = X.accuracy(sess, source.session.val_loader)
+    reference, reference_source = _reference_accuracy(source, nets)
+    if abs(acc - reference) > ACCURACY_TOLERANCE:
+        hint = (" (the checkpoint's pruned channels were not exactly zero, so the masked network differs "
+                "from the trained one)" if nets.masking_changed_weights else "")
+        raise ExportError(f"ONNX accuracy {100 * acc:.2f}% differs from the run's {100 * reference:.2f}% "
+                          f"({reference_source}) by more than {100 * ACCURACY_TOLERANCE:.1f} points{hint}")
+    return {"max_abs_diff": diff, "accuracy": acc, "accuracy_reference": reference,
+            "accuracy_reference_source": reference_source}
+
+
+def _model_file(source: Source, nets: Networks, metadata: dict[str, Any]) -> dict[str, Any]:
+    recipe, data = source.recipe, source.session.data
+    options = dict(recipe.model.options)
+    if recipe.model.hidden is not None:
+        options["hidden"] = list(recipe.model.hidden)
+    return model_file_payload(
+        recipe=recipe.to_dict(), model_name=recipe.model.name, options=options, num_classes=data.num_classes,
+        input_shape=list(data.input_shape), spec=nets.spec, members=_members(nets.exported),
+        bma=metadata["samples"] is not None,
+        extra={"classes": list(data.classes), "mean": list(data.mean), "std": list(data.std),
+               "source_run": metadata["source_run"], "checkpoint": source.checkpoint},
+    )

@@ -46,7 +46,7 @@ class Source:
     spec: dict[str, Any] | None
     checkpoint: str  # "last", "best", "sample-002" or "samples"
     recorded_accuracy: float | None  # what the run measured for exactly these weights on this split
-    recorded_source: str
+    recorded_source: str  # where recorded_accuracy comes from ("" when None)
 
 
 def _sample_path(run_dir: Path, checkpoint: str) -> Path:
@@ -90,7 +90,7 @@ def load_source(run_dir: Path, checkpoint: str, bma: bool, overrides: list[str])
     same_split = (all(stored["data"].get(k) == getattr(recipe.data, k) for k in _SPLIT_KEYS)
                   and stored["train"].get("seed") == recipe.train.seed and not recipe.train.amp)
     recorded: float | None = None
-    recorded_source = "PyTorch (fp32, now)"
+    recorded_source = ""
     if bma:
         paths = sorted((run_dir / "samples").glob("sample-*.pt"))
         if not paths:
@@ -118,7 +118,8 @@ def load_source(run_dir: Path, checkpoint: str, bma: bool, overrides: list[str])
 
 def round_up(groups: Any, pruned: Tensor, multiple: int, score: Tensor) -> Tensor:
     """`pruned` with, in each coupled layer, the highest-`score` pruned groups restored until the kept count
-    is a multiple of `multiple` (or the full width): odd widths waste vector lanes on real runtimes."""
+    is a multiple of `multiple` (or the full width): onnxruntime's fast blocked conv kernels need widths in
+    multiples of 8 on AVX2 (benchmarks/RESULTS.md). Ties (pruned groups are all zero) go to the lowest index."""
     pruned = pruned.clone()
     for layer_id in range(len(groups.layers)):
         members = (groups.layer_ids == layer_id).nonzero().squeeze(1)

@@ -57,6 +57,13 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     largest = max(report["speedup"], key=int)
     lines.append(f"speedup at batch {largest}: {report['speedup'][largest]:.2f}x for a {report['mac_reduction']:.2f}x "
                  f"MAC reduction ({report['speedup'][largest] / report['mac_reduction']:.2f} of it)")
+    cpus = report["versions"]["cpu_count"] or 1
+    if report["load_average"] > cpus:
+        lines.append(f"note: the machine was busy (load {report['load_average']:.1f} on {cpus} CPUs), so "
+                     "latencies are noisy; benchmarks/bench_export.py measures speedups robustly")
+    if report["mode"] == "shrunk" and report["odd_conv_widths"]:
+        lines.append(f"tip: {report['odd_conv_widths']} conv layers have widths that are not multiples of 8, which "
+                     "onnxruntime runs with slower kernels; --round-to 8 restores channels to fix that")
     if report.get("macs_unrounded"):
         extra = report["macs"] / report["macs_unrounded"] - 1.0
         lines.append(f"rounding widths to multiples of {report['round_to']} costs {100 * extra:+.1f}% MACs "

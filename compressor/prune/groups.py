@@ -27,7 +27,6 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 
-Granularity = Literal["channel", "kernel", "neuron", "feature"]
 GRANULARITIES: tuple[str, ...] = ("channel", "kernel", "neuron", "feature")
 CostKind = Literal["channels", "params", "macs"]
 PruneFn = Callable[[nn.Module, list[int]], nn.Module]
@@ -67,7 +66,7 @@ class Slice:
 @dataclass
 class Group:
     """One prunable unit: all slices that must vanish together. `layer` names the coupled layer (for
-    channel groups the first conv/linear, in model order, whose outputs the group removes) and
+    channel groups the first conv/linear, in model order, whose whole output the group spans) and
     `channel` is the unit's position in it (root channel; input column; kernel `out * in_per_group + in`)."""
 
     slices: list[Slice]
@@ -113,6 +112,9 @@ class GroupSet:
     so a typical unit scores ~1 whatever the layer's scale and hard-pruned units do not inflate the rest;
     neuron and feature groups use the raw mean square as the paper's variable selection does. A fresh BN
     channel (gamma = 1, beta = 0) scores 0.5. `sizes()` is the matching m_g (elements averaged over).
+
+    Groups are numbered layer by layer in model order: `layers` names the coupled layers, `layer_ids[g]`
+    is group g's layer, `channel_index[g]` its position there; `widths` are the dense conv/linear widths.
     """
 
     def __init__(
@@ -191,13 +193,12 @@ class GroupSet:
             elif ax.kind in own_kinds:
                 by_module.setdefault(ax.module, []).append((ax, ax.position_sq()))
         for entries in by_module.values():
-            scale = torch.ones((), device=entries[0][1].device)
-            if _NORMALISED[self.granularity]:
+            scale: Tensor | float = 1.0
+            if _NORMALISED[self.granularity]:  # mean square over the layer's live units, without a sync
                 total = torch.stack([sq for _, sq in entries]).sum(0)
-                live = total > 0
+                live = (total > 0).sum().clamp_min(1)
                 per_position = sum(ax.per_position for ax, _ in entries)
-                if bool(live.any()):
-                    scale = total[live].sum() / (per_position * live.sum())
+                scale = (total.sum() / (per_position * live)).clamp_min(torch.finfo(total.dtype).tiny)
             for ax, sq in entries:
                 gid = ax.gid.reshape(-1)
                 valid = gid >= 0
@@ -492,8 +493,14 @@ def _channel_groups(
             role = _role(name, target.module, item.dep.handler)
             items.append((name, target.module, role, item.dep.handler, item.idxs, item.root_idxs))
         if items:
-            layer = min((i[0] for i in items if i[2] == "out"), key=order.__getitem__)
-            found.append((order[layer], layer, len(group[0].idxs), items))
+            # Name the group after the earliest output layer numbered like the group's channels (all of
+            # them, in the root's order): a concatenation's branches hold only part of them.
+            width = len(group[0].idxs)
+            numbered = [
+                i[0] for i in items if i[2] == "out" and len(i[4]) == width and list(i[4]) == list(i[5])
+            ]
+            layer = min(numbered, key=order.__getitem__)
+            found.append((order[layer], layer, width, items))
     found.sort(key=lambda entry: entry[0])
 
     layers, layer_ids = [], []

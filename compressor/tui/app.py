@@ -8,6 +8,7 @@ error arrives in `on_worker_state_changed`, the one place that turns it into UI 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, NamedTuple
@@ -18,11 +19,12 @@ from textual.containers import Grid, VerticalScroll
 from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
-from compressor.engine.events import Event, StepDone
+from compressor.engine.events import Event, RunStarted, StepDone
+from compressor.engine.rundir import read_jsonl
 from compressor.errors import CompressorError, RunDirError
 from compressor.tui.messages import EngineEvent, EventBatch, StepProgress
 from compressor.tui.source import MetricsTail
-from compressor.tui.state import CURVES, HEADER, LAYERS, OPTIMIZER, RELIABILITY, RunState
+from compressor.tui.state import CURVES, HEADER, LAYERS, OPTIMIZER, RELIABILITY, RunState, event_from_record
 from compressor.tui.widgets import (
     CurvePlot,
     EventLog,
@@ -39,7 +41,7 @@ Job = Callable[[Callable[[Event], None], Callable[[], bool]], Path]
 
 POLL_SECONDS = 0.5
 PAUSE_POLL_SECONDS = 0.2
-REDRAW_SECONDS = 0.25  # step-driven panels (header, optimizer) redraw at most this often
+REDRAW_SECONDS = 0.5  # training-driven redraws happen at most this often
 
 CSS = """
 #body { height: 1fr; }
@@ -90,6 +92,8 @@ class Dashboard(App[None]):
         self._unmounted = threading.Event()
         self._job_done = False
         self._pending: set[str] = set()
+        self._step_posted_at = 0.0
+        self._held_step: StepDone | None = None
 
     # -- layout -------------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -128,12 +132,34 @@ class Dashboard(App[None]):
     # -- workers (run in threads; they only post messages) -------------------------------------------------
     def _train(self) -> Path:
         assert self.job is not None
-        return self.job(self._post_event, self._should_stop)
+        try:
+            return self.job(self._post_event, self._should_stop)
+        finally:
+            self._flush_step()
 
     def _post_event(self, event: Event) -> None:
-        self.post_message(StepProgress(event) if isinstance(event, StepDone) else EngineEvent(event))
+        """Training thread. Step events are thinned here too: each message costs the UI thread (and so, through
+        the GIL, the training loop) about as much as a tiny training step, so at most one per REDRAW_SECONDS
+        is posted; a held newer one goes out before the next other event, or before a pause."""
+        if isinstance(event, StepDone):
+            now = time.monotonic()
+            if now - self._step_posted_at < REDRAW_SECONDS:
+                self._held_step = event
+                return
+            self._step_posted_at, self._held_step = now, None
+            self.post_message(StepProgress(event))
+            return
+        self._flush_step()
+        self.post_message(EngineEvent(event))
+
+    def _flush_step(self) -> None:
+        held, self._held_step = self._held_step, None
+        if held is not None:
+            self.post_message(StepProgress(held))
 
     def _should_stop(self) -> bool:
+        if not self.running.is_set():
+            self._flush_step()
         while not self.running.wait(PAUSE_POLL_SECONDS):
             if self.external_stop():
                 break
@@ -149,27 +175,44 @@ class Dashboard(App[None]):
                 self.post_message(EventBatch(events, live=True))
 
     # -- messages -----------------------------------------------------------------------------------------
+    # Live events are only folded into the state here; `_redraw_pending` draws them on a timer, so the UI's
+    # cost per second stays flat however fast the loop steps (a redraw takes the GIL from the training
+    # thread), and the burst at an epoch's end (E-step, prune, sample, epoch) is drawn once.
     def on_step_progress(self, message: StepProgress) -> None:
-        """Only fold the step in; `_redraw_pending` draws it, so the UI's cost per second stays flat however
-        fast the loop steps (every redraw takes the GIL from the training thread)."""
         self._pending |= self.state.apply(message.event, message.at)
 
+    def on_engine_event(self, message: EngineEvent) -> None:
+        event = message.event
+        if isinstance(event, RunStarted) and event.resumed:
+            self._load_history(Path(event.run_dir) / "metrics.jsonl")
+        self._pending |= self.state.apply(event, message.at)
+        self.query_one(EventLog).add_event(event, live=True)
+
     def _redraw_pending(self) -> None:
+        self.query_one(EventLog).flush()
         if self._pending:
             changed, self._pending = self._pending, set()
             self._show(changed)
 
-    def on_engine_event(self, message: EngineEvent) -> None:
-        self._show(self.state.apply(message.event, message.at))
-        self.query_one(EventLog).add_event(message.event, live=True)
+    def _load_history(self, metrics: Path) -> None:
+        """A resumed run continues the curves it had drawn: replay the records written before this resume."""
+        records = read_jsonl(metrics) if metrics.is_file() else []
+        starts = [i for i, r in enumerate(records) if r.get("event") == RunStarted.kind]
+        history = [e for r in records[:starts[-1]] if (e := event_from_record(r)) is not None] if starts else []
+        self._fold(history, None)
 
     def on_event_batch(self, message: EventBatch) -> None:
-        changed: set[str] = set()
+        self._fold(message.events, message.at if message.live else None)
+
+    def _fold(self, events: list[Event], at: float | None) -> None:
+        """Apply many events, then draw once; `at` is None for records replayed from the past."""
+        changed = {HEADER}
         log = self.query_one(EventLog)
-        for event in message.events:
-            changed |= self.state.apply(event, message.at if message.live else None)
-            log.add_event(event, live=message.live)
-        self._show(changed | {HEADER})
+        for event in events:
+            changed |= self.state.apply(event, at)
+            log.add_event(event, live=at is not None)
+        self._pending |= changed
+        self._redraw_pending()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state not in (WorkerState.SUCCESS, WorkerState.ERROR):
@@ -191,7 +234,8 @@ class Dashboard(App[None]):
         if self._job_done and (self.stop_requested.is_set() or self.external_stop()):
             self.exit(return_code=self.exit_code)
         self.refresh_bindings()
-        self._show({HEADER})
+        self._pending.add(HEADER)
+        self._redraw_pending()
 
     # -- actions ------------------------------------------------------------------------------------------
     def action_stop(self) -> None:
@@ -207,17 +251,19 @@ class Dashboard(App[None]):
         self.query_one(EventLog).add_line("stopping after the current step; a checkpoint will be written",
                                           "bold yellow")
         self.refresh_bindings()
-        self._show({HEADER})
+        self._pending.add(HEADER)
+        self._redraw_pending()
 
     def action_pause(self) -> None:
         if self.running.is_set():
             self.running.clear()
-            self.query_one(EventLog).add_line("paused: training waits before its next step", AMBER)
+            self.query_one(EventLog).add_line("paused: training waits before its next step", "yellow")
         else:
             self.state.reset_rate()  # the paused time must not count in the ETA
             self.running.set()
             self.query_one(EventLog).add_line("resumed")
-        self._show({HEADER})
+        self._pending.add(HEADER)
+        self._redraw_pending()
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -257,7 +303,7 @@ class Dashboard(App[None]):
         if status in ("finished", "stopped", "failed") and self.job is not None:
             return "· q closes"
         if status == "following" and self.metrics is not None:
-            return f"{self.metrics}"
+            return self.metrics.parent.name
         return ""
 
     def _show(self, changed: set[str]) -> None:

@@ -127,7 +127,7 @@ class RunState:
         return [self.points[k] for k in sorted(self.points)]
 
     def reset_rate(self) -> None:
-        """Forget the throughput window (after a pause, or when live events start after a replayed backlog)."""
+        """Forget the throughput window (at a (re)start, and after a pause: paused time is not training)."""
         self.rate_anchor, self.steps_per_second = None, None
 
     def _measure(self, now: float | None) -> None:
@@ -147,7 +147,7 @@ class RunState:
             self.step, self.lr = event, event.lr
             self.global_step, self.images_per_second = event.global_step, event.images_per_second
             self._measure(now)
-            return {HEADER, OPTIMIZER}
+            return {HEADER}  # the live lr is in the header too: redrawing a grid panel repaints the whole grid
         if isinstance(event, RunStarted):
             self.started, self.finished = event, None
             self.global_step = event.start_epoch * event.steps_per_epoch

@@ -36,12 +36,11 @@ class CurvePlot(PlotextPlot):
     def __init__(self, title: str, series: list[Series], *, ylim: tuple[float, float] | None = None,
                  id: str | None = None) -> None:
         super().__init__(id=id, classes="panel")
-        self.title, self.series, self.ylim = title, series, ylim
+        self.series, self.ylim = series, ylim
         self.border_title = title + "".join(f"  [{s.style}]━ {s.label}[/]" for s in series if len(series) > 1)
         self.drawn: dict[str, list[float]] = {}
 
-    def on_mount(self) -> None:
-        super().on_mount()
+    def on_mount(self) -> None:  # Textual also runs PlotextPlot.on_mount: handlers are called along the MRO
         self.show([])
 
     def show(self, points: list[EpochPoint]) -> None:
@@ -76,7 +75,6 @@ class ReliabilityPlot(PlotextPlot):
         self.bins: list[dict[str, Any]] = []
 
     def on_mount(self) -> None:
-        super().on_mount()
         self.show([], None)
 
     def show(self, bins: list[dict[str, Any]], ece: float | None,

@@ -43,9 +43,11 @@ class RunHeader(Static):
         grid.add_column(no_wrap=True, justify="right")
         total = max(1, state.total_steps)
         where = Text(f"epoch {state.epoch}/{s.epochs if s else 0}  step {state.global_step}/{state.total_steps}")
-        eta = state.eta_seconds
+        eta = state.eta_seconds if status in ("running", "following") else None
         right = Text(f"{100 * state.global_step / total:3.0f}%")
         right.append(f"  ETA {duration(eta)}" if eta is not None else "  ETA –")
+        if state.lr is not None:
+            right.append(f"  lr {state.lr:.3g}")
         if state.images_per_second is not None:
             right.append(f"  {state.images_per_second:,.0f} img/s")
         right.append(f"  {status}", style=STATUS_STYLE.get(status, "bold"))

@@ -12,20 +12,23 @@ from textual.widgets import Static
 
 HELP = """\
 [b]Keys[/b]
-  [b]q[/b]       stop safely: finish the current step, write checkpoints/last.pt, quit
-          (continue later with [i]compressor train RECIPE --resume RUN_DIR[/i]);
-          once the run has finished or failed, just quit
-  [b]p[/b]       pause / resume training (the training thread waits between steps)
-  [b]?[/b]       this help (escape closes it)
-  arrows, page up/down scroll the panels on a small terminal
+  [b]q[/b]  stop safely: finish the step, write checkpoints/last.pt, quit;
+     continue with [i]compressor train RECIPE --resume RUN_DIR[/i].
+     Once the run has finished or failed, q just closes.
+  [b]p[/b]  pause / resume training (the training thread waits between steps)
+  [b]?[/b]  this help (escape closes it)
+  tab, arrows, page up/down: move between and scroll the panels
 
 [b]Panels[/b]
-  header       run, model, dataset, method, device; epoch/step, progress, ETA, img/s
-  curves       per epoch: train loss; eval accuracy and NLL (sample, and BMA once samples exist);
-               ECE; % of parameters, channels and MACs remaining
-  reliability  accuracy per confidence bin for the latest evaluation (diagonal = calibrated)
+  header       run, model, data, method, device; epoch/step, ETA, lr, img/s
+  curves       per epoch: train loss; eval accuracy, NLL and ECE (sample,
+               and BMA once posterior samples exist); % of parameters,
+               channels and MACs remaining
+  reliability  accuracy per confidence bin, latest evaluation (bars on the
+               diagonal are calibrated; dots: BMA)
   layers       kept/total channels per layer, updated on every prune
-  optimizer    learning rate and whatever the method reports (temperature, τ, cycle, samples)
+  optimizer    learning rate C2 and whatever the method reports
+               (temperature, tau, cycle, samples collected, E-step)
   log          prunes, E-steps, posterior samples, warnings
 """
 

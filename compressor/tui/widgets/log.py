@@ -28,14 +28,16 @@ MAX_LINES = 2000
 
 
 class EventLog(RichLog):
-    """RichLog wraps a line once, at the width it has when written; the panel's width changes with the
-    terminal (and with the layout breakpoint right after start), so the entries are kept and re-wrapped."""
+    """Lines are queued and written by `flush`, at the app's redraw rate: each write re-lays the screen out.
+    RichLog wraps a line once, at the width it has when written; the panel's width changes with the terminal
+    (and with the layout breakpoint right after start), so the entries are kept and re-wrapped on resize."""
 
     def __init__(self, id: str | None = None) -> None:
         super().__init__(id=id, classes="panel", max_lines=MAX_LINES, min_width=10, wrap=True, markup=False,
                          highlight=False)
         self.border_title = "log"
         self.entries: deque[Text] = deque(maxlen=MAX_LINES)
+        self._unwritten: list[Text] = []
         self._wrapped_at = 0
 
     def add_event(self, event: Event, live: bool) -> None:
@@ -51,12 +53,18 @@ class EventLog(RichLog):
         text = Text(time.strftime("%H:%M:%S ") if live else "", style="dim")
         text.append(line, style=style)
         self.entries.append(text)
-        self.write(text)
+        self._unwritten.append(text)
+
+    def flush(self) -> None:
+        for text in self._unwritten[-MAX_LINES:]:
+            self.write(text)
+        self._unwritten.clear()
 
     def on_resize(self, event: events.Resize) -> None:
         width = self.scrollable_content_region.width
         if width != self._wrapped_at:
             self._wrapped_at = width
             self.clear()
+            self._unwritten.clear()
             for text in self.entries:
                 self.write(text)
