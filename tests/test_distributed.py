@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,15 @@ RECIPE: dict[str, Any] = {
     "prune": {"granularity": "neuron", "target": 0.3, "start_epoch": 1, "target_epoch": 2},
     "train": {"epochs": 3, "batch_size": 32, "log_every": 1},
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny runs: a second intra-op thread spinning on a shared 2-core machine costs far more than it saves."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def with_batchnorm() -> dict[str, Any]:

@@ -51,7 +51,7 @@ def test_good_recipe_defaults_and_overrides(tmp_path: Path) -> None:
         (GOOD.replace("epochs: 2", "epochs: -1"), [], "r.yaml:9: train.epochs: Input should be greater than 0"),
         (GOOD.replace("resnet20", "resnet21"), [], "r.yaml:2: model.name: unknown model 'resnet21'"),
         (GOOD.replace("digits", "mnist"), [], "r.yaml:4: data.name: unknown dataset 'mnist'"),
-        (GOOD.replace("sgd", "adamw"), [], "r.yaml:6: method.name: unknown method 'adamw' (known: sgd, avb, emmcmc)"),
+        (GOOD.replace("sgd", "adamw"), [], "r.yaml:6: method.name: unknown method 'adamw' (known: sgd, avb, emmcmc, "),
         (GOOD.replace("digits", "cifar10\n  root: /nonexistent/cifar"), [], "data.root: path does not exist"),
         (GOOD.replace("model:\n  name: resnet20\n", ""), [], "model: required key is missing"),
         (GOOD, ["train.epochs=abc"], "--set train.epochs=abc: train.epochs: Input should be a valid integer"),

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,15 @@ EMMCMC: dict[str, Any] = {
     "prune": {"target": 0.4, "start_epoch": 1, "target_epoch": 2},
     "train": {"epochs": 3, "batch_size": 32, "log_every": 1},
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny runs: a second intra-op thread spinning on a shared 2-core machine costs far more than it saves."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def stop_after(n: int) -> Callable[[], bool]:

@@ -52,7 +52,7 @@ class ExportOptions:
     checkpoint: str = "last"
     force: bool = False
     overrides: list[str] = field(default_factory=list)
-    latency_budget_s: float = 2.0
+    latency_budget_s: float = 1.0
 
 
 def option_problem(opts: ExportOptions) -> str | None:
