@@ -42,6 +42,7 @@ Job = Callable[[Callable[[Event], None], Callable[[], bool]], Path]
 POLL_SECONDS = 0.5
 PAUSE_POLL_SECONDS = 0.2
 REDRAW_SECONDS = 0.5  # training-driven redraws happen at most this often
+LOG_FLUSH_SECONDS = 2.0  # ... and log lines at most this often: each write re-lays the whole screen out
 
 CSS = """
 #body { height: 1fr; }
@@ -93,6 +94,7 @@ class Dashboard(App[None]):
         self._job_done = False
         self._pending: set[str] = set()
         self._step_posted_at = 0.0
+        self._log_flushed_at = 0.0
         self._held_step: StepDone | None = None
 
     # -- layout -------------------------------------------------------------------------------------------
@@ -188,8 +190,11 @@ class Dashboard(App[None]):
         self._pending |= self.state.apply(event, message.at)
         self.query_one(EventLog).add_event(event, live=True)
 
-    def _redraw_pending(self) -> None:
-        self.query_one(EventLog).flush()
+    def _redraw_pending(self, log_now: bool = False) -> None:
+        now = time.monotonic()
+        if log_now or now - self._log_flushed_at >= LOG_FLUSH_SECONDS:
+            self.query_one(EventLog).flush()
+            self._log_flushed_at = now
         if self._pending:
             changed, self._pending = self._pending, set()
             self._show(changed)
@@ -212,7 +217,7 @@ class Dashboard(App[None]):
             changed |= self.state.apply(event, at)
             log.add_event(event, live=at is not None)
         self._pending |= changed
-        self._redraw_pending()
+        self._redraw_pending(log_now=True)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state not in (WorkerState.SUCCESS, WorkerState.ERROR):
@@ -235,7 +240,7 @@ class Dashboard(App[None]):
             self.exit(return_code=self.exit_code)
         self.refresh_bindings()
         self._pending.add(HEADER)
-        self._redraw_pending()
+        self._redraw_pending(log_now=True)
 
     # -- actions ------------------------------------------------------------------------------------------
     def action_stop(self) -> None:
@@ -252,7 +257,7 @@ class Dashboard(App[None]):
                                           "bold yellow")
         self.refresh_bindings()
         self._pending.add(HEADER)
-        self._redraw_pending()
+        self._redraw_pending(log_now=True)
 
     def action_pause(self) -> None:
         if self.running.is_set():
@@ -263,7 +268,7 @@ class Dashboard(App[None]):
             self.running.set()
             self.query_one(EventLog).add_line("resumed")
         self._pending.add(HEADER)
-        self._redraw_pending()
+        self._redraw_pending(log_now=True)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
