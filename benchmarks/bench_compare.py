@@ -20,8 +20,9 @@ import torch
 from compressor.compare import CompareOptions, markdown, run_compare
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "resnet20_cifar10.yaml"
-# Ours and the strongest structured peers first: a budget cut short still answers the main question.
-ORDER = "emmcmc,depgraph,l1_filter,sgd,slimming,random,avb,snip,gmp,magnitude"
+# Ours, the strongest structured peers and the two dense references first: a budget cut short still
+# answers the main question (and whether a gap comes from the optimizer or from the pruning).
+ORDER = "emmcmc,depgraph,l1_filter,sgd,avb,slimming,random,snip,gmp,magnitude"
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -21,6 +21,22 @@ DATASETS = ("digits", "cifar10", "cifar100", "imagefolder", "npz")
 class Section(BaseModel):
     # Non-finite numbers are never meaningful settings (an inf lr would only surface as NaN mid-run).
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, data: Any) -> Any:
+        """YAML `yes`/`true` is a bool, which pydantic would quietly take as the number 1; passed on as text
+        it fails as a number at its own key."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, value in data.items():
+            field = cls.model_fields.get(name) if isinstance(name, str) else None
+            if isinstance(value, bool) and field is not None:
+                kinds = set(get_args(field.annotation)) or {field.annotation}
+                if bool not in kinds and kinds & {int, float}:
+                    out[name] = str(value).lower()
+        return out
 
 
 class ModelConfig(Section):
@@ -218,9 +234,14 @@ class Recipe(Section):
 
 
 def _line_index(node: yaml.Node, path: tuple[str, ...] = (), out: dict | None = None) -> dict:
-    """Map dotted key paths to 1-based YAML line numbers, so errors can point at the line."""
+    """Map dotted key paths to 1-based YAML line numbers, so errors can point at the line.
+
+    Stops 16 levels down: recipes are shallow, and a YAML alias can make the node graph a cycle (`a: &x [*x]`).
+    """
     out = {} if out is None else out
     out.setdefault(path, node.start_mark.line + 1)
+    if len(path) >= 16:
+        return out
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             sub = path + (str(key.value),)
@@ -286,6 +307,9 @@ def _format_errors(err: ValidationError, where: str, lines: dict, origin: dict) 
             src = origin.get(loc) or (f"{where}:{lines[loc]}" if loc in lines else src)
             ctx = e.get("ctx", {})
             msg = f"unknown method '{ctx.get('tag')}' (known: {ctx.get('expected_tags', '').replace(chr(39), '')})"
+        elif e["type"] == "union_tag_not_found":
+            key = ".".join(loc + ("name",))
+            msg = "required key is missing"
         elif e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif e["type"] == "missing":

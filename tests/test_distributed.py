@@ -129,6 +129,9 @@ def launch(recipe: dict, out: Path, resume: Path | None = None, stop_rank: int =
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # Ranks fork from a server that has imported torch and this module once, instead of importing per rank.
+    preload = ["compressor.engine.trainer", "compressor.methods", "compressor.data", __name__]
+    mp.get_context("forkserver").set_forkserver_preload(preload)
     mp.start_processes(_rank_main, args=(2, port, recipe, str(out), str(resume) if resume else None, stop_rank,
                                          stop_after), nprocs=2, start_method="forkserver")
 

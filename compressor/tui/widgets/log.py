@@ -28,7 +28,7 @@ MAX_LINES = 2000
 
 
 class EventLog(RichLog):
-    """Lines are queued and written by `flush`, at the app's redraw rate: each write re-lays the screen out.
+    """Lines are queued and written by `flush` when the app redraws its panels: each write re-lays the screen out.
     RichLog wraps a line once, at the width it has when written; the panel's width changes with the terminal
     (and with the layout breakpoint right after start), so the entries are kept and re-wrapped on resize."""
 
@@ -54,6 +54,10 @@ class EventLog(RichLog):
         text.append(line, style=style)
         self.entries.append(text)
         self._unwritten.append(text)
+
+    @property
+    def unwritten(self) -> bool:
+        return bool(self._unwritten)
 
     def flush(self) -> None:
         for text in self._unwritten[-MAX_LINES:]:
