@@ -328,7 +328,7 @@ def _train(recipe: Recipe, s: Session, run_dir: Path, files_dir: Path, emit: OnE
     def save(epoch: int, step_in_epoch: int, best: bool = False) -> None:
         rng = ranks.gather(rng_state(dev))
         if not _all_finite(model):  # never replace the last good checkpoint with a diverged one
-            raise TrainingDiverged(_diverged_message(recipe, epoch, step_in_epoch - 1, "parameters"))
+            raise TrainingDiverged(_diverged_message(recipe, "parameters", f"step {global_step}"))
         if not ranks.main:
             return
         payload = {
@@ -393,7 +393,7 @@ def _train(recipe: Recipe, s: Session, run_dir: Path, files_dir: Path, emit: OnE
             n_window += y.shape[0] * ranks.world
             stop, diverged = ranks.any_rank(should_stop(), watch.seen(loss_sum))  # all ranks leave together
             if diverged:
-                raise TrainingDiverged(_diverged_message(recipe, epoch, i, "loss"))
+                raise TrainingDiverged(_diverged_message(recipe, "loss", f"epoch {epoch + 1} step {i + 1}"))
             if (i + 1) % log_every == 0:
                 now = time.perf_counter()
                 emit(StepDone(epoch=epoch, step=i + 1, global_step=global_step,
@@ -407,7 +407,7 @@ def _train(recipe: Recipe, s: Session, run_dir: Path, files_dir: Path, emit: OnE
         ranks.sync_buffers(model)  # rank 0's BatchNorm statistics for eval and the checkpoint
         loss_total, correct_total, seen_total = ranks.sum(float(loss_sum), float(correct_sum), seen)
         if not math.isfinite(loss_total):  # the last step's loss, which the lagged check has not read yet
-            raise TrainingDiverged(_diverged_message(recipe, epoch, i, "loss"))
+            raise TrainingDiverged(_diverged_message(recipe, "loss", f"epoch {epoch + 1} step {i + 1}"))
         epoch_time = time.perf_counter() - t_epoch
         train_seconds += epoch_time
         images_seen += int(seen_total)
@@ -451,13 +451,13 @@ def _train(recipe: Recipe, s: Session, run_dir: Path, files_dir: Path, emit: OnE
     return run_dir
 
 
-def _diverged_message(recipe: Recipe, epoch: int, step: int, what: str) -> str:
+def _diverged_message(recipe: Recipe, what: str, where: str) -> str:
     method = recipe.method
     advice = f"lower method.lr (now {method.lr:g})"
     temperature = getattr(method, "temperature", None)
     if temperature is not None:
         advice += f", or method.temperature (now {temperature}) to inject less noise"
-    return (f"{what} became NaN/inf by epoch {epoch + 1} step {step + 1}; training stopped and the last good "
+    return (f"{what} became NaN/inf by {where}; training stopped and the last good "
             f"checkpoint is kept. To fix it, {advice}")
 
 
