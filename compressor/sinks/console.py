@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Self
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from compressor.engine.events import EpochEnd, EStep, Event, Log, Pruned, RunFinished, RunStarted, SampleCollected, StepDone
+from compressor.engine.events import (
+    EpochEnd,
+    EStep,
+    Event,
+    Log,
+    Pruned,
+    RunFinished,
+    RunStarted,
+    SampleCollected,
+    StepDone,
+)
 
 
 def epoch_line(e: EpochEnd) -> str:
@@ -59,7 +69,7 @@ class ConsoleSink:
         self.progress: Progress | None = None
         self.task: Any = None
 
-    def __enter__(self) -> ConsoleSink:
+    def __enter__(self) -> Self:
         if self.tty:
             self.progress = Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -141,9 +141,9 @@ class Dashboard(App[None]):
             self._flush_step()
 
     def _post_event(self, event: Event) -> None:
-        """Training thread. Step events are thinned here too: each message costs the UI thread (and so, through
-        the GIL, the training loop) about as much as a tiny training step, so at most one per REDRAW_SECONDS
-        is posted; a held newer one goes out before the next other event, or before a pause."""
+        """Training thread. Step events are thinned before they become messages: a loop may step thousands of
+        times a second and each message is UI-thread work holding the GIL. At most one per REDRAW_SECONDS is
+        posted; the newest held one goes out before the next other event, before a pause and at the end."""
         if isinstance(event, StepDone):
             now = time.monotonic()
             if now - self._step_posted_at < REDRAW_SECONDS:
