@@ -42,7 +42,8 @@ Job = Callable[[Callable[[Event], None], Callable[[], bool]], Path]
 POLL_SECONDS = 0.5
 PAUSE_POLL_SECONDS = 0.2
 REDRAW_SECONDS = 1.0  # the header follows the steps at this pace
-UI_CPU_BUDGET = 0.02  # while training runs here, the other panels redraw only within this share of a core
+PANEL_SECONDS = 10.0  # while training runs here, plots and layer table redraw at most this often
+HEAVY = {CURVES, RELIABILITY, LAYERS}
 
 CSS = """
 #body { height: 1fr; }
@@ -51,6 +52,7 @@ CSS = """
          background: $surface; }
 .panel:focus { border: round $accent; }
 OptimizerPanel { padding: 0 1; height: 100%; }
+LayerTable, EventLog { height: 100%; }
 EventLog { scrollbar-gutter: stable; overflow-x: hidden; }
 Screen.-wide #panels { grid-size: 3; grid-columns: 1fr 1fr 1fr; grid-rows: 1fr 1fr 1fr; height: 100%;
                        min-height: 36; }
@@ -94,7 +96,7 @@ class Dashboard(App[None]):
         self._job_done = False
         self._pending: set[str] = set()
         self._step_posted_at = 0.0
-        self._drawn_at = (0.0, 0.0)  # (UI thread CPU time, wall time) of the last panel redraw
+        self._drawn_at: float | None = None  # when the HEAVY panels were last redrawn (None: not yet)
         self._held_step: StepDone | None = None
 
     # -- layout -------------------------------------------------------------------------------------------
@@ -119,7 +121,6 @@ class Dashboard(App[None]):
 
     def on_mount(self) -> None:
         self._show({HEADER, OPTIMIZER})
-        self._drawn_at = (time.thread_time(), time.monotonic())
         self.set_interval(REDRAW_SECONDS, self._redraw_pending)
         if self.job is not None:
             self.run_worker(self._train, name="train", thread=True, exit_on_error=False)
@@ -191,24 +192,22 @@ class Dashboard(App[None]):
         self.query_one(EventLog).add_event(event, live=True)
 
     def _redraw_pending(self, now: bool = False) -> None:
-        """The header (a few ms) is drawn on every tick. The rest (plots, table, log: ~0.2 s at 160x48 on a
-        slow core) waits, while this process trains, until the UI thread's CPU time since the last such
-        redraw is under UI_CPU_BUDGET of the wall time: long epochs or fast machines see every epoch at once,
-        a tiny recipe on a slow machine sees its curves every few epochs, and training keeps its speed."""
-        if HEADER in self._pending:
-            self._pending.discard(HEADER)
-            self._show({HEADER})
+        """Header, log and optimizer panel (a few ms each) are drawn on every tick. The plots and the layer
+        table (~0.2 s of CPU at 160x48 on a slow core, holding the GIL all along) wait PANEL_SECONDS between
+        redraws while this process trains, so a tiny recipe's short epochs cannot make the UI a sizeable
+        share of the run. The first epoch, the end of training, a pause or a stop are drawn at once."""
         log = self.query_one(EventLog)
-        if not (self._pending or log.unwritten):
-            return
-        cpu, wall = time.thread_time(), time.monotonic()
+        light, heavy = self._pending - HEAVY, self._pending & HEAVY
+        if light or log.unwritten:
+            log.flush()
+            self._show(light)
+        wall = time.monotonic()
         live = self.job is not None and not self._job_done
-        if live and not now and cpu - self._drawn_at[0] > UI_CPU_BUDGET * (wall - self._drawn_at[1]):
-            return
-        log.flush()
-        changed, self._pending = self._pending, set()
-        self._show(changed)
-        self._drawn_at = (cpu, wall)
+        waiting = live and not now and self._drawn_at is not None and wall - self._drawn_at < PANEL_SECONDS
+        if heavy and not waiting:
+            self._show(heavy)
+            self._drawn_at = wall
+        self._pending = heavy if waiting else set()
 
     def _load_history(self, metrics: Path) -> None:
         """A resumed run continues the curves it had drawn: replay the records written before this resume."""
