@@ -125,7 +125,7 @@ def test_live_training_fills_every_panel_and_prunes_update_the_table(tmp_path: P
         await pilot.pause(REDRAW_SECONDS + 0.2)  # live events are drawn on the redraw timer
         assert table.get_row(first["layer"])[1].plain == f"{first['total'] // 2}/{first['total']}"
         assert table.get_row(second["layer"])[1].plain == f"1/{second['total']}"
-        assert "after prune at step 4" in str(table.border_subtitle)
+        assert "since the prune at step 4 (synthetic)" in str(table.border_subtitle)
         assert "pruned 3 channel groups" in log_text(app)
 
         await pilot.press("q")  # the run has finished: q just closes

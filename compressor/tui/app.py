@@ -42,8 +42,8 @@ Job = Callable[[Callable[[Event], None], Callable[[], bool]], Path]
 POLL_SECONDS = 0.5
 PAUSE_POLL_SECONDS = 0.2
 REDRAW_SECONDS = 1.0  # the header follows the steps at this pace
-PANEL_SECONDS = 10.0  # while training runs here, plots and layer table redraw at most this often
-HEAVY = {CURVES, RELIABILITY, LAYERS}
+PANEL_SECONDS = 10.0  # while training runs here, the plots redraw at most this often
+HEAVY = {CURVES, RELIABILITY}
 
 CSS = """
 #body { height: 1fr; }
@@ -52,8 +52,8 @@ CSS = """
          background: $surface; }
 .panel:focus { border: round $accent; }
 OptimizerPanel { padding: 0 1; height: 100%; }
-LayerTable, EventLog { height: 100%; }
-EventLog { scrollbar-gutter: stable; overflow-x: hidden; }
+LayerTable, EventLog { height: 100%; scrollbar-gutter: stable; }
+EventLog { overflow-x: hidden; }
 Screen.-wide #panels { grid-size: 3; grid-columns: 1fr 1fr 1fr; grid-rows: 1fr 1fr 1fr; height: 100%;
                        min-height: 36; }
 Screen.-narrow #panels { grid-size: 2; grid-columns: 1fr 1fr; grid-rows: 12; height: auto; }
@@ -192,8 +192,8 @@ class Dashboard(App[None]):
         self.query_one(EventLog).add_event(event, live=True)
 
     def _redraw_pending(self, now: bool = False) -> None:
-        """Header, log and optimizer panel (a few ms each) are drawn on every tick. The plots and the layer
-        table (~0.2 s of CPU at 160x48 on a slow core, holding the GIL all along) wait PANEL_SECONDS between
+        """Header, log, layer table and optimizer panel (a few ms to ~30 ms) are drawn on every tick. The six
+        plots (~0.15 s of CPU at 160x48 on a slow core, holding the GIL all along) wait PANEL_SECONDS between
         redraws while this process trains, so a tiny recipe's short epochs cannot make the UI a sizeable
         share of the run. The first epoch, the end of training, a pause or a stop are drawn at once."""
         log = self.query_one(EventLog)

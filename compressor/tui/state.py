@@ -158,7 +158,8 @@ class RunState:
             return self._apply_epoch(event, now)
         if isinstance(event, Pruned):
             self.layers = list(event.layers)
-            self.layers_note = f"after prune at step {event.global_step}: {event.reason}".rstrip(": ")
+            self.layers_note = f"since the prune at step {event.global_step}" + (
+                f" ({event.reason})" if event.reason else "")
             return {LAYERS}
         if isinstance(event, EStep):
             self.estep = event
@@ -184,8 +185,8 @@ class RunState:
             self.samples = max(self.samples, int(e.bma["samples"]))
         changed = {HEADER, CURVES, OPTIMIZER}
         layers = (e.sparsity or {}).get("layers")
-        if layers:
-            self.layers, self.layers_note = list(layers), f"at the end of epoch {e.epoch}"
+        if layers and layers != self.layers:  # unchanged widths keep their note (e.g. the last prune's)
+            self.layers, self.layers_note = list(layers), f"since epoch {e.epoch}"
             changed.add(LAYERS)
         reliability = (e.eval or {}).get("reliability")
         if reliability:
