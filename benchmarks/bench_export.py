@@ -28,7 +28,6 @@ from torch import Tensor, nn
 
 from compressor.engine.metrics import count_macs
 from compressor.export import onnx as X
-from compressor.export.prepare import round_up
 from compressor.models import create_model
 from compressor.prune.groups import GroupSet, build_groups
 from compressor.prune.shrink import shrink
@@ -165,8 +164,8 @@ def main() -> None:
                 ("any widths", exact),
                 ("widths x8", prune_in_blocks(model, groups, score, reduction, example, 8)),
                 ("widths x16", prune_in_blocks(model, groups, score, reduction, example, 16)),
-                ("any widths + --round-to 8", round_up(groups, exact, 8, score)),
-                ("any widths + --round-to 16", round_up(groups, exact, 16, score)),
+                ("any widths + --round-to 8", groups.round_kept(exact, score, 8)),
+                ("any widths + --round-to 16", groups.round_kept(exact, score, 16)),
             ]
             for label, mask in variants:
                 small = shrink(model, groups, mask).eval()

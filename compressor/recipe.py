@@ -199,6 +199,8 @@ class PruneConfig(Section):
     start_epoch: int | None = Field(None, ge=0, description="spike ramp start (default: method warmup)")
     target_epoch: int | None = Field(None, ge=1, description="epoch by which the target is met")
     hard_threshold: float = Field(1e-4, ge=0, description="statistic below which a spiked group is removed")
+    round_to: int = Field(8, ge=1, description="kept channels per layer stay multiples of this (or the full "
+                          "width): fast conv kernels need multiples of 8; 1 = any width")
 
 
 class EvalConfig(Section):

@@ -21,7 +21,6 @@ from compressor.engine.trainer import build_session
 from compressor.export import onnx as X
 from compressor.export.modelfile import evaluate_model_file, load_model_file
 from compressor.export.pipeline import ExportOptions, export_run
-from compressor.export.prepare import round_up
 from compressor.models import create_model
 from compressor.prune.groups import build_groups, channel_widths
 from compressor.prune.shrink import pruned_spec, shrink
@@ -72,7 +71,7 @@ def test_shrunk_and_masked_exports_match_pytorch(name: str) -> None:
     randomise_norms(model, gen)
     x = torch.randn(3, *shape, generator=gen)
     groups = build_groups(model, x[:2])
-    pruned = groups.keep_one_per_layer(torch.rand(len(groups), generator=gen) < 0.4)
+    pruned = groups.round_kept(torch.rand(len(groups), generator=gen) < 0.4)
     groups.zero_(pruned)  # `model` is now the masked network
     shrunk = shrink(model, groups, pruned).eval()
     assert sum(p.numel() for p in shrunk.parameters()) < sum(p.numel() for p in model.parameters())
@@ -89,13 +88,13 @@ def test_shrunk_and_masked_exports_match_pytorch(name: str) -> None:
         assert "BatchNormalization" not in {n.op_type for n in exported["shrunk"].graph.node}
 
 
-def test_round_up_restores_the_strongest_pruned_groups() -> None:
+def test_round_kept_restores_the_strongest_pruned_groups() -> None:
     torch.manual_seed(0)
     model = create_model("resnet20", num_classes=10, input_shape=(1, 8, 8)).eval()
     groups = build_groups(model, torch.zeros(2, 1, 8, 8))
-    pruned = groups.keep_one_per_layer(torch.rand(len(groups)) < 0.6)
+    pruned = groups.round_kept(torch.rand(len(groups)) < 0.6)
     score = torch.rand(len(groups))
-    rounded = round_up(groups, pruned, 8, score)
+    rounded = groups.round_kept(pruned, score, 8)
     assert not bool((rounded & ~pruned).any())  # only ever restores
     for layer_id, row in enumerate(groups.layer_table(rounded)):
         assert row["kept"] % 8 == 0 or row["kept"] == row["total"]
@@ -136,7 +135,7 @@ def pruned_run(dense_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     model = session.model
     model.load_state_dict(payload["model"])
     groups = build_groups(model, session.example_input)
-    pruned = groups.keep_one_per_layer(torch.rand(len(groups), generator=torch.Generator().manual_seed(1)) < 0.5)
+    pruned = groups.round_kept(torch.rand(len(groups), generator=torch.Generator().manual_seed(1)) < 0.5)
     groups.zero_(pruned)
     payload.update(model=model.state_dict(), pruned_spec=pruned_spec(groups, pruned))
     save_checkpoint(payload, run_dir / "checkpoints" / "last.pt", keep_previous=False)

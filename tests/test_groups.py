@@ -50,7 +50,7 @@ def _move_running_stats(model: nn.Module, shape: tuple[int, ...], generator: tor
 
 def _random_pruned(groups: GroupSet, fraction: float, generator: torch.Generator) -> torch.Tensor:
     pruned = torch.rand(len(groups), generator=generator) < fraction
-    return groups.keep_one_per_layer(pruned)
+    return groups.round_kept(pruned)
 
 
 def _count(model: nn.Module) -> int:
@@ -307,10 +307,29 @@ def test_emptying_a_layer_is_refused_and_keep_one_prevents_it() -> None:
         shrink(model, groups, pruned)
     with torch.no_grad():
         model[1].weight.copy_(torch.tensor([0.1, 0.9, 0.3, 0.2]))
-    kept = groups.keep_one_per_layer(pruned)
+    kept = groups.round_kept(pruned)
     assert kept.tolist() == [True, False, True, True, False, True, False, False, False]
     assert channel_widths(shrink(model, groups, kept)) == {"0": 1, "3": 4, "8": 2}
     assert groups.layer_table(kept) == [
         {"layer": "0", "kept": 1, "total": 4},
         {"layer": "3", "kept": 4, "total": 5},
     ]
+
+
+def test_budget_selection_in_blocks_of_8_meets_the_measured_target() -> None:
+    from compressor.prune.budget import remaining_cost, select_for_target
+
+    torch.manual_seed(0)
+    model = create_model("resnet56", num_classes=10, input_shape=(3, 32, 32)).eval()
+    example = torch.zeros(1, 3, 32, 32)
+    groups = build_groups(model, example)
+    score = torch.rand(len(groups))
+    none = torch.zeros(len(groups), dtype=torch.bool)
+    dense = remaining_cost(model, groups, none, "macs", example)
+    for multiple in (1, 8):
+        pruned = select_for_target(model, groups, score, 0.5, "macs", example, multiple)
+        reduction = 1 - remaining_cost(model, groups, pruned, "macs", example) / dense
+        assert 0.5 <= reduction < 0.56, (multiple, reduction)
+        widths = channel_widths(shrink(model, groups, pruned))
+        odd = {layer: w for layer, w in widths.items() if layer != model.classifier_name and w % 8}
+        assert (not odd) if multiple == 8 else odd, odd  # any-width selection leaves odd widths

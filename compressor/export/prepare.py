@@ -116,22 +116,6 @@ def load_source(run_dir: Path, checkpoint: str, bma: bool, overrides: list[str])
                   recorded, recorded_source)
 
 
-def round_up(groups: Any, pruned: Tensor, multiple: int, score: Tensor) -> Tensor:
-    """`pruned` with, in each coupled layer, the highest-`score` pruned groups restored until the kept count
-    is a multiple of `multiple` (or the full width): onnxruntime's fast blocked conv kernels need widths in
-    multiples of 8 on AVX2 (benchmarks/RESULTS.md). Ties (pruned groups are all zero) go to the lowest index."""
-    pruned = pruned.clone()
-    for layer_id in range(len(groups.layers)):
-        members = (groups.layer_ids == layer_id).nonzero().squeeze(1)
-        kept = int((~pruned[members]).sum())
-        want = min(len(members), -(-kept // multiple) * multiple)
-        if want > kept:
-            candidates = members[pruned[members]]
-            order = torch.argsort(score[candidates], descending=True, stable=True)
-            pruned[candidates[order[: want - kept]]] = False
-    return pruned
-
-
 @dataclass
 class Networks:
     """The PyTorch side of an export; `reference` and `exported` compute the same function."""
@@ -169,7 +153,7 @@ def build_networks(source: Source, *, masked: bool, round_to: int | None) -> Net
         except (KeyError, ValueError) as exc:
             raise ExportError(f"the checkpoint's pruned spec does not fit {source.recipe.model.name}: {exc}") from None
         if round_to is not None and round_to > 1 and not masked:
-            pruned = round_up(groups, unrounded, round_to, groups.statistic().detach().cpu())
+            pruned = groups.round_kept(unrounded, multiple=round_to)
     references, exported, changed = [], [], False
     for state in source.states:
         model.load_state_dict(state)

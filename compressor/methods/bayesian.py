@@ -173,7 +173,14 @@ class EMMCMCMethod(AVBMethod):
         p = slab_probability(s, m, n_data=self.ctx.n_train, lambda1=self.cfg.weight_decay,
                              lambda0=self.cfg.lambda0, logit_pi=choice.logit_pi)
         spiked = (p < 0.5).cpu() | self.pruned
-        return self.groups.keep_one_per_layer(spiked, s.cpu()) if self.groups.removable else spiked
+        return self._round(spiked, s)
+
+    def _round(self, pruned: Tensor, s: Tensor) -> Tensor:
+        """Widths kept whole (`prune.round_to`) by restoring the strongest candidates, never a removed group."""
+        if not self.groups.removable:
+            return pruned
+        score = s.detach().cpu().double().masked_fill(self.pruned, -float("inf"))
+        return self.groups.round_kept(pruned, score, self.prune_cfg.round_to) | self.pruned
 
     def _total_measure(self, pruned: Tensor) -> float:
         """MACs or parameters of the network with `pruned` removed (what the target is defined on)."""
@@ -207,8 +214,7 @@ class EMMCMCMethod(AVBMethod):
         return [Log(level="info", message=f"BMA restarted: {dropped} sample(s) from before the removal dropped")]
 
     def _prune(self, pruned: Tensor, epoch: int, global_step: int, reason: str) -> list[Event]:
-        if self.groups.removable:
-            pruned = self.groups.keep_one_per_layer(pruned, self.groups.statistic().cpu())
+        pruned = self._round(pruned | self.pruned, self.groups.statistic())
         newly = int((pruned & ~self.pruned).sum())
         if newly == 0:
             return []

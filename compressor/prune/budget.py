@@ -51,9 +51,12 @@ def bisect_share(
     return best
 
 
-def lowest_first(groups: GroupSet, score: Tensor, kind: CostKind) -> Callable[[float], Tensor]:
+def lowest_first(
+    groups: GroupSet, score: Tensor, kind: CostKind, multiple: int = 1
+) -> Callable[[float], Tensor]:
     """The candidate family of score-based schemes: the lowest-scoring groups whose summed cost stays within
-    `share` of the total, never emptying a layer (its best-scoring group survives)."""
+    `share` of the total, never emptying a layer and keeping each layer's width a multiple of `multiple`
+    (the best-scoring groups are restored: `GroupSet.round_kept`)."""
     score = score.detach().cpu().float()
     costs = groups.costs(kind if groups.removable else "params").cpu()
     order = torch.argsort(score, stable=True)
@@ -62,18 +65,25 @@ def lowest_first(groups: GroupSet, score: Tensor, kind: CostKind) -> Callable[[f
     def candidate(share: float) -> Tensor:
         pruned = torch.zeros(len(groups), dtype=torch.bool)
         pruned[order[cumulative <= share]] = True
-        return groups.keep_one_per_layer(pruned, score) if groups.removable else pruned
+        return groups.round_kept(pruned, score, multiple) if groups.removable else pruned
 
     return candidate
 
 
 def select_for_target(
-    model: nn.Module, groups: GroupSet, score: Tensor, target: float, kind: CostKind, example: Tensor
+    model: nn.Module,
+    groups: GroupSet,
+    score: Tensor,
+    target: float,
+    kind: CostKind,
+    example: Tensor,
+    multiple: int = 1,
 ) -> Tensor:
-    """The lowest-scoring groups whose removal cuts the measured `kind` of `model` by at least `target`."""
+    """The lowest-scoring groups whose removal cuts the measured `kind` of `model` by at least `target`,
+    widths kept multiples of `multiple`."""
     dense = remaining_cost(model, groups, torch.zeros(len(groups), dtype=torch.bool), kind, example)
 
     def reduction(pruned: Tensor) -> float:
         return 1.0 - remaining_cost(model, groups, pruned, kind, example) / dense
 
-    return bisect_share(lowest_first(groups, score, kind), reduction, target)[1]
+    return bisect_share(lowest_first(groups, score, kind, multiple), reduction, target)[1]

@@ -279,19 +279,26 @@ class GroupSet:
         """Layers whose every group is pruned (physically removing them would leave a zero-width layer)."""
         return [row["layer"] for row in self.layer_table(pruned) if row["kept"] == 0]
 
-    def keep_one_per_layer(self, pruned: Tensor, score: Tensor | None = None) -> Tensor:
-        """`pruned` with, in each layer it would empty, its highest-`score` group (default: the statistic)
-        kept, so callers such as budget control never ask `shrink` for a zero-width layer."""
-        pruned = self._check_mask(pruned).clone()
-        emptied = set(self.emptied_layers(pruned))
-        if not emptied:
+    def round_kept(self, pruned: Tensor, score: Tensor | None = None, multiple: int = 1) -> Tensor:
+        """`pruned` with, in each coupled layer, its highest-`score` pruned groups (default: the statistic)
+        restored until the kept count is a positive multiple of `multiple` or the layer's full width.
+        onnxruntime's fast blocked convolutions need widths in multiples of 8 (benchmarks/RESULTS.md), and
+        no layer may be emptied. Ties (pruned groups are all zero) go to the lowest index."""
+        if multiple < 1:
+            raise ValueError(f"multiple must be a positive channel count, got {multiple}")
+        pruned = self._check_mask(pruned).cpu().clone()
+        counts = torch.bincount(self.layer_ids, minlength=len(self.layers))
+        kept = torch.bincount(self.layer_ids[~pruned], minlength=len(self.layers))
+        want = torch.minimum(counts, (kept.clamp_min(1) + multiple - 1) // multiple * multiple)
+        short = (want > kept).nonzero().squeeze(1).tolist()
+        if not short:
             return pruned
         score = (self.statistic() if score is None else score).detach().cpu()
-        for layer_id, name in enumerate(self.layers):
-            if name in emptied:
-                start = int(self._layer_start[layer_id])
-                count = int((self.layer_ids == layer_id).sum())
-                pruned[start + int(score[start : start + count].argmax())] = False
+        for layer_id in short:
+            members = (self.layer_ids == layer_id).nonzero().squeeze(1)
+            candidates = members[pruned[members]]
+            order = torch.argsort(score[candidates], descending=True, stable=True)
+            pruned[candidates[order[: int(want[layer_id] - kept[layer_id])]]] = False
         return pruned
 
     def select(self, channels: Mapping[str, Sequence[int]]) -> Tensor:

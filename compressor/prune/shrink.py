@@ -5,7 +5,7 @@ loaded into a freshly built model. `pruned_spec` records which channels went (pl
 applies that to a fresh dense model, after which the shrunk state_dict loads with `weights_only=True`.
 
 Policy for a layer whose every channel is pruned: refuse (ValueError). A zero-width layer would cut the
-network, so callers keep one channel per layer with `GroupSet.keep_one_per_layer` before zeroing.
+network, so callers keep at least one channel per layer with `GroupSet.round_kept` before zeroing.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _remove(model: nn.Module, groups: GroupSet, pruned: Tensor) -> None:
     if emptied:
         raise ValueError(
             f"pruning would remove every channel of {', '.join(emptied)}; keep at least one "
-            "(GroupSet.keep_one_per_layer) so no layer has zero width"
+            "(GroupSet.round_kept) so no layer has zero width"
         )
     for name, prune_fn, indices in groups.removals(pruned):
         prune_fn(model.get_submodule(name), indices)

@@ -142,7 +142,8 @@ class StructuredBaseline(SGDMethod):
             )
         kind = self.ctx.prune.target_kind
         pruned = select_for_target(
-            self.ctx.model, self.groups, score, self.target, kind, self.ctx.example_input
+            self.ctx.model, self.groups, score, self.target, kind, self.ctx.example_input,
+            self.ctx.prune.round_to,
         )
         self.done = True
         self._apply(pruned)
