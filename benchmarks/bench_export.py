@@ -2,8 +2,9 @@
 
 ResNet-20 and ResNet-56 (random weights, BatchNorm scales randomised so a magnitude order exists) are pruned
 to about 2x, 3x and 4x fewer MACs by removing coupled channel groups (smallest group statistic first,
-residual stages together) with four plans: the same fraction of every layer (any widths), widths kept at
-multiples of 8 or 16, and the first plan followed by `--round-to 8/16`. Each is exported with
+residual stages together) with four plans: the same fraction of every layer (any widths), the shipped
+budget control with `prune.round_to` 8 or 16 (one global ranking, widths multiples of the block), and the
+first plan followed by `--round-to 8/16`. Each is exported with
 `compressor.export.onnx` and timed on onnxruntime's CPU provider at batch 1 and 64 against the dense export in
 the same interleaved loop (medians), since these machines are shared. An ablation then changes one setting at
 a time: onnxruntime's graph optimisation level, BatchNorm folding at export, intra-op threads, spinning.
@@ -29,6 +30,7 @@ from torch import Tensor, nn
 from compressor.engine.metrics import count_macs
 from compressor.export import onnx as X
 from compressor.models import create_model
+from compressor.prune.budget import select_for_target
 from compressor.prune.groups import GroupSet, build_groups
 from compressor.prune.shrink import shrink
 
@@ -73,33 +75,9 @@ def prune_to(model: nn.Module, groups: GroupSet, score: Tensor, reduction: float
 
 def prune_in_blocks(model: nn.Module, groups: GroupSet, score: Tensor, reduction: float, example: Tensor,
                     block: int) -> Tensor:
-    """Widths kept at multiples of `block`: repeatedly drop the `block` lowest-scoring groups of the coupled
-    layer that keeps the largest share of its width (so layers shrink evenly) until the measured MACs drop
-    by `reduction`x, or no layer can lose another block. One global fraction cannot do this: rounding every
-    layer at once jumps from about 1.6x straight to 4x on ResNet-20."""
-    dense = count_macs(model, example)
-    goal = dense * (1.0 - 1.0 / reduction)  # MACs to remove
-    # Per-group savings overlap (a kernel between two pruned channels counts twice), so they overstate a joint
-    # removal; `overstated` calibrates them against each measurement so only a few shrinks are measured.
-    saving, overstated = groups.costs("macs").cpu(), 1.0
-    order = [members[torch.argsort(score[members])] for members in
-             ((groups.layer_ids == i).nonzero().squeeze(1) for i in range(len(groups.layers)))]
-    kept = [len(members) for members in order]
-    pruned = torch.zeros(len(groups), dtype=torch.bool)
-    while True:
-        candidates = [i for i, k in enumerate(kept) if k > block]
-        if not candidates:
-            return pruned
-        i = max(candidates, key=lambda j: (kept[j] / len(order[j]), len(order[j])))
-        drop = kept[i] - ((kept[i] - 1) // block) * block  # down to the next lower multiple
-        pruned[order[i][len(order[i]) - kept[i]: len(order[i]) - kept[i] + drop]] = True
-        kept[i] -= drop
-        estimate = float(saving[pruned].sum())
-        if estimate >= overstated * goal:
-            removed = dense - count_macs(shrink(model, groups, pruned), example)
-            if removed >= goal:
-                return pruned
-            overstated = max(1.0, estimate / max(removed, 1.0))
+    """What every structured method ships (`prune.round_to`): the lowest-scoring groups up to the measured
+    MAC target, each layer's kept width restored to a multiple of `block` (`budget.select_for_target`)."""
+    return select_for_target(model, groups, score, 1.0 - 1.0 / reduction, "macs", example, block)
 
 
 def unfolded_onnx(module: nn.Module, example: Tensor) -> onnx.ModelProto:
@@ -162,8 +140,8 @@ def main() -> None:
             exact = prune_to(model, groups, score, reduction, example)
             variants = [
                 ("any widths", exact),
-                ("widths x8", prune_in_blocks(model, groups, score, reduction, example, 8)),
-                ("widths x16", prune_in_blocks(model, groups, score, reduction, example, 16)),
+                ("round_to 8 (shipped)", prune_in_blocks(model, groups, score, reduction, example, 8)),
+                ("round_to 16", prune_in_blocks(model, groups, score, reduction, example, 16)),
                 ("any widths + --round-to 8", groups.round_kept(exact, score, 8)),
                 ("any widths + --round-to 16", groups.round_kept(exact, score, 16)),
             ]
@@ -173,7 +151,7 @@ def main() -> None:
                 red = dense_macs / count_macs(small, example)
                 print(row(f"{name} {reduction:.0f}x, {label}", red,
                           timed(dense, proto, budget, threads=args.threads)), flush=True)
-                if name == models[0] and reduction == 3.0 and label in ("any widths", "widths x8"):
+                if name == models[0] and reduction == 3.0 and label in ("any widths", "round_to 8 (shipped)"):
                     ablation += ablate(f"{name} 3x, {label}", model, small, dense, proto, trace, red, budget,
                                        args.threads)
     print(f"\nAblation (one setting changed from: BN folded, graph level all, {args.threads or 'default'} "

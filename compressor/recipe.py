@@ -92,6 +92,7 @@ class AVBConfig(Section):
     lr: float = Field(0.1, gt=0, description="C2_0: base value of the step-size schedule")
     beta1: float = Field(0.9, ge=0, lt=1, description="momentum retention (paper default 0.1)")
     beta2: float = Field(1.0, gt=0)
+    nesterov: bool = Field(True, description="step from the look-ahead point, as Nesterov SGD (paper: off)")
     eta: float = Field(0.1, gt=0, description="mirror-descent rate of the preconditioner")
     weight_decay: float = Field(5e-4, ge=0, description="lambda1, slab precision per datum")
     temperature: Temperature = Field("1/N", description="1/N (cold), 1/sqrt(N) or a number")

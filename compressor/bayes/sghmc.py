@@ -85,6 +85,8 @@ def _validate_group(group: dict[str, Any]) -> None:
         raise ValueError(f"weight_decay must be >= 0, got {group['weight_decay']}")
     if not isinstance(group["noise"], bool):
         raise TypeError(f"noise must be a bool, got {group['noise']!r}")
+    if not isinstance(group["nesterov"], bool):
+        raise TypeError(f"nesterov must be a bool, got {group['nesterov']!r}")
 
 
 class AdaptiveSGHMC(torch.optim.Optimizer):
@@ -103,6 +105,12 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
     2 B/param of memory traffic but cannot represent the per-step entropy drift eta/(tau N) (4e-6 at
     N = 50,000) once |rho| > 2e-3, so tau then freezes near 0.5005 (fp32 rho moves on, e.g. to 0.503 in
     SPEC's ResNet-20 run).
+
+    `nesterov` (default off: the paper's form) moves w by tau * (beta1 m_new + d) instead of tau * m_new,
+    d = m_new - beta1 m being this step's drift plus noise: classical SGHMC run on the look-ahead point
+    w + tau beta1 m, as Nesterov SGD is classical momentum on its look-ahead point. Same stationary chain for
+    small steps; on short CNN budgets it trains like SGD with Nesterov momentum, which the classical form
+    trails by several points (benchmarks/RESULTS.md).
 
     `xi_storage` chooses how xi_prev reaches the rho update: "regenerate" (redraw it, no memory), "fp16",
     "bf16" or "fp32" (store it; fp16 keeps 11 significant bits of a N(0, 1) draw, bf16 only 8, both 2 B),
@@ -125,6 +133,7 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
         foreach: bool | None = None,
         rho_dtype: torch.dtype | None = None,
         xi_storage: XiStorage = "auto",
+        nesterov: bool = False,
     ) -> None:
         if isinstance(n_data, bool) or not isinstance(n_data, int) or n_data <= 0:
             raise ValueError(f"n_data must be a positive int, got {n_data!r}")
@@ -149,6 +158,7 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
             "eta": eta,
             "weight_decay": weight_decay,
             "noise": True,
+            "nesterov": nesterov,
         }
         super().__init__(params, defaults)
 
@@ -292,9 +302,16 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
         fe = self.foreach
 
         if b.rho is None:
-            b.momentum.mul_(beta1)
-            self._add_m_gradient(b, grads, beta2 * c2, wd, fe)
-            _add_(b.params, b.m_views, 0.5, fe)
+            if group["nesterov"]:
+                d = torch.zeros_like(b.momentum)
+                d_views = _views(d, b.params)
+                self._add_gradient(b, d_views, grads, beta2 * c2, wd, fe)
+                b.momentum.mul_(beta1).add_(d)
+                _add_(b.params, _views(d.add_(b.momentum, alpha=beta1), b.params), 0.5, fe)
+            else:
+                b.momentum.mul_(beta1)
+                self._add_gradient(b, b.m_views, grads, beta2 * c2, wd, fe)
+                _add_(b.params, b.m_views, 0.5, fe)
         else:
             assert b.generator is not None
             eta = group["eta"]
@@ -311,10 +328,19 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
                 self._update_rho(b, grads, buf, buf_views, eta, temp, c2, has_prev=saved is not None)
             self._xi_states[b.key] = b.generator.get_state()
             xi = self._draw_xi(b, buf)
-            b.momentum.mul_(beta1).add_(xi, alpha=math.sqrt(2.0 + 2.0 * beta1 * beta1) * c**1.5 * temp)
-            self._add_m_gradient(b, grads, beta2 * c2, wd, fe)
+            noise = math.sqrt(2.0 + 2.0 * beta1 * beta1) * c**1.5 * temp
+            if group["nesterov"]:
+                d = torch.mul(xi, noise)
+                d_views = _views(d, b.params)
+                self._add_gradient(b, d_views, grads, beta2 * c2, wd, fe)
+                b.momentum.mul_(beta1).add_(d)
+                step_views = _views(d.add_(b.momentum, alpha=beta1), b.params)
+            else:
+                b.momentum.mul_(beta1).add_(xi, alpha=noise)
+                self._add_gradient(b, b.m_views, grads, beta2 * c2, wd, fe)
+                step_views = b.m_views
             torch.sigmoid(b.rho, out=buf)
-            _addcmul_(b.params, buf_views, b.m_views, 1.0, fe)
+            _addcmul_(b.params, buf_views, step_views, 1.0, fe)
 
         if b.masks:
             idx = [i for i, _ in b.masks]
@@ -374,12 +400,15 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
         _addcmul_(b.rho_views, xi_views, grads, -eta * temp * c**1.5, self.foreach)
 
     @staticmethod
-    def _add_m_gradient(b: _Bucket, grads: list[Tensor], step: float, wd: float, fe: bool) -> None:
-        _add_(b.m_views, grads, -step, fe)
+    def _add_gradient(
+        b: _Bucket, views: list[Tensor], grads: list[Tensor], step: float, wd: float, fe: bool
+    ) -> None:
+        """views -= step * (g + lam w): the drift of the momentum update, lam = weight decay + extra."""
+        _add_(views, grads, -step, fe)
         if wd:
-            _add_(b.m_views, b.params, -step * wd, fe)
+            _add_(views, b.params, -step * wd, fe)
         for i, extra in b.extras:
-            b.m_views[i].addcmul_(b.params[i], extra, value=-step)
+            views[i].addcmul_(b.params[i], extra, value=-step)
 
     # ---------------------------------------------------------------- reporting
 
