@@ -1,13 +1,18 @@
-"""All methods under one CPU-sized budget: ResNet-20 on the CIFAR-10 train split (JPEG ImageFolder, 10 % held
-out), a 50 % MAC target (weights for the unstructured schemes), the same epochs, split and seed for everyone.
+"""All methods under one CPU-sized budget: ResNet-20 on the CIFAR-10 train split (JPEG ImageFolder, 10 % =
+5,000 images held out for evaluation, 10,000 of the rest trained on), a 50 % MAC target (weights for the
+unstructured schemes), the same 15 epochs, split and seed for everyone. `--methods sgd,avb,emmcmc` is the
+end-to-end benchmark of the Bayesian engine (dense sgd vs dense avb vs emmcmc).
 Prints the leaderboard and, for each structured peer, emmcmc's accuracy and ECE differences at (nearly) the
 same measured MACs; the export speedups in it are against the dense network timed in the same process.
 
-    OMP_NUM_THREADS=1 nohup python benchmarks/bench_compare.py --root /work/shared/data/cifar10/train \
+    OMP_NUM_THREADS=1 nohup python benchmarks/bench_compare.py --root ../shared/data/cifar10/train \
         --out runs/bench-compare > runs/bench-compare.log 2>&1 &
 
 Interrupted? Run it again with --out pointing at the compare-<stamp> folder it made: finished methods are
-reused, an unfinished one resumes from its last epoch checkpoint.
+reused, an unfinished one resumes from its last epoch checkpoint. The same works for sharing cores: a
+second process with other `--methods` and `--out` on that folder trains them alongside, and a last run
+with every method (after deleting the folder's exports/ to re-time them on a quiet machine) writes the
+whole leaderboard.
 """
 
 from __future__ import annotations
@@ -31,8 +36,8 @@ def main() -> None:
     )
     parser.add_argument("--root", required=True, help="CIFAR-10 train split as <class>/<image> folders")
     parser.add_argument("--limit", type=int, default=10_000)
-    parser.add_argument("--val-limit", type=int, default=2_000)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--val-limit", type=int, default=5_000)
+    parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--methods", default=ORDER)
     parser.add_argument("--target", type=float, default=0.5)
     parser.add_argument("--seeds", type=int, default=1)

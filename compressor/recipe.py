@@ -89,7 +89,8 @@ class AVBConfig(Section):
     """Adaptive variational-Bayes optimizer = preconditioned SGHMC (SPEC section 1)."""
 
     name: Literal["avb"] = "avb"
-    lr: float = Field(0.1, gt=0, description="C2_0: base value of the step-size schedule")
+    lr: float = Field(0.2, gt=0, description="C2_0, the step-size schedule's base; tau starts at 1/2, so 0.2 "
+                      "steps like SGD at lr 0.1")
     beta1: float = Field(0.9, ge=0, lt=1, description="momentum retention (paper default 0.1)")
     beta2: float = Field(1.0, gt=0)
     nesterov: bool = Field(True, description="step from the look-ahead point, as Nesterov SGD (paper: off)")

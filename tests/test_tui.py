@@ -9,11 +9,10 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-import torch
 from textual.app import App
 from textual.message import Message
 from textual.pilot import Pilot
@@ -43,13 +42,7 @@ TINY = ["train.epochs=2", "data.limit=64", "data.val_limit=64", "train.batch_siz
         "train.log_every=1", "prune.target_epoch=1"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on the shared 2-core machine a second one only adds contention for these tiny nets."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def training_job(out: Path, *overrides: str) -> Job:

@@ -378,7 +378,7 @@ def channel_widths(model: nn.Module) -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
     """Trace in eval mode (no running-stat updates, no dropout) and restore each module's own flag."""
     flags = {module: module.training for module in model.modules()}
     model.eval()
@@ -560,7 +560,7 @@ def build_groups(model: nn.Module, example_input: Tensor, granularity: str = "ch
         raise TypeError("model must name its output nn.Linear in a `classifier_name` attribute")
     classifier = model.get_submodule(classifier_name)
     coupled = granularity in ("channel", "neuron")
-    with _eval_mode(model), _recording_positions(model) as positions:
+    with eval_mode(model), _recording_positions(model) as positions:
         if coupled:  # torch-pruning's trace is the one forward pass (it needs autograd)
             with torch.enable_grad():
                 graph = tp.DependencyGraph().build_dependency(

@@ -10,9 +10,8 @@ excluded) to an exact sparsity; their MACs stay dense.
 
 from __future__ import annotations
 
-import contextlib
 from abc import abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,7 +24,7 @@ from compressor.engine.method import TrainContext
 from compressor.errors import RecipeError
 from compressor.methods.sgd import SGDMethod
 from compressor.prune.budget import select_for_target
-from compressor.prune.groups import GroupSet, build_groups
+from compressor.prune.groups import GroupSet, build_groups, eval_mode
 
 
 def require_target(name: str, ctx: TrainContext) -> float:
@@ -44,18 +43,6 @@ def prune_epoch(ctx: TrainContext) -> int:
     return max(1, round(0.6 * ctx.epochs))
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Trace without touching BatchNorm running statistics, then give each module its own flag back."""
-    flags = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, flag in flags.items():
-            module.training = flag
-
-
 class GroupScorer:
     """Torch-Pruning importance estimators evaluated on our coupled groups.
 
@@ -68,7 +55,7 @@ class GroupScorer:
         names = {module: name for name, module in model.named_modules()}
         classifier = model.get_submodule(model.classifier_name)
         roots = [_ConvNd, nn.Linear] if groups.granularity == "channel" else [nn.Linear]
-        with _eval_mode(model), torch.enable_grad():
+        with eval_mode(model), torch.enable_grad():
             graph = tp.DependencyGraph().build_dependency(
                 model, example_inputs=(example_input,), verbose=False
             )

@@ -1,9 +1,11 @@
-"""Without noise and with tau frozen at 1/2, AdaptiveSGHMC is heavy-ball (or Nesterov) SGD at lr = C2 / 2:
-the classical form of SPEC 1 and the `nesterov` form each follow torch.optim.SGD step for step."""
+"""The `nesterov` form of AdaptiveSGHMC next to the classical one of SPEC 1. Without noise and with tau frozen
+at 1/2 each is SGD at lr = C2 / 2 (heavy-ball or Nesterov) step for step; with noise, the Nesterov form still
+samples the exact posterior of a conjugate Gaussian model."""
 
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -52,3 +54,33 @@ def test_nesterov_changes_the_trajectory() -> None:
             nn.functional.cross_entropy(model(x), y).backward()
             opt.step()
     assert max(float((a - b).detach().abs().max()) for a, b in zip(plain.parameters(), look_ahead.parameters())) > 1e-4
+
+
+def test_nesterov_form_samples_the_exact_posterior() -> None:
+    """Bayesian linear regression, N = 1000: 256 chains, T = 1/sqrt(N), tau frozen (eta 0) at 1/2 and C2 chosen
+    so T_eff = 1 (see test_bayes.py). Its iterates are the classical chain's plus the look-ahead tau beta1 m,
+    which is O(C2) and leaves mean and covariance within a few per cent."""
+    n, d, lam, beta1, tau = 1000, 4, 5e-3, 0.9, 0.5
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    y = x @ torch.randn(d, generator=gen, dtype=torch.float64) + torch.randn(n, generator=gen, dtype=torch.float64)
+    a, b = x.T @ x / n, x.T @ y / n
+    cov = torch.linalg.inv(n * (a + lam * torch.eye(d, dtype=torch.float64)))
+    mu = cov @ (n * b)
+    c2 = ((1 - beta1) / ((1 + beta1**2) * tau)) ** 2
+    w = nn.Parameter(torch.zeros(256, d, dtype=torch.float64))
+    opt = AdaptiveSGHMC([w], n_data=n, lr=c2, beta1=beta1, eta=0.0, weight_decay=lam, temperature="1/sqrt(N)",
+                        seed=3, nesterov=True)
+    kept = []
+    for t in range(1000):
+        w.grad = w.detach() @ a - b
+        opt.step()
+        if t >= 300:
+            kept.append(w.detach().clone())
+    samples = torch.cat(kept)
+    assert ((samples.mean(0) - mu).abs() / cov.diagonal().sqrt()).max() < 0.1
+    inv_chol = torch.linalg.inv(torch.linalg.cholesky(cov))
+    eigs = torch.linalg.eigvalsh(inv_chol @ torch.cov(samples.T) @ inv_chol.T)
+    assert eigs.min() > 1 / 1.5 and eigs.max() < 1.5
+    assert eigs.min() > 0.85 and eigs.max() < 1.15, eigs
+    assert math.isclose(opt.diagnostics()["t_eff"], 1.0, rel_tol=1e-6)
