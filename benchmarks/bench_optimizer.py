@@ -4,26 +4,33 @@ Same process, same parameter shapes (from compressor.models), interleaved repeat
 the median wall-clock time per step and of the median process CPU time per step. On a shared, loaded CPU
 the wall clock is stretched by time-slicing (every call longer than a scheduler slice alike, which pulls
 ratios towards 1); with one intra-op thread the CPU time is the work itself. With more threads CPU time
-also counts OpenMP spin-waits, so read the wall ratio there. Variants: how xi_prev reaches the rho update
-(`xi_storage`: regenerated with a second draw, or stored in fp16/bf16/fp32), eta = 0 (no rho update),
-bf16 rho. Also times one Gaussian draw over all parameters: on CPU torch's generator (mt19937 + Box-Muller)
-costs more than a whole SGD step, so the draws, not memory traffic, bound the CPU ratio. `--inductor-randn`
-adds a torch.compile'd `randn_like` (Philox in the generated C++ loop) for comparison; compiling it takes
-minutes on a slow box.
+also counts OpenMP spin-waits, so read the wall ratio there.
 
-    python benchmarks/bench_optimizer.py [--device cuda] [--threads 1] [--repeats 15] [--steps 10]
+Variants: the fused one-pass step (`fused=True`: one torch.compile'd kernel per bucket, counter-based noise),
+classical and Nesterov, with the engine's two groups (BatchNorm/bias without noise) and with an extra decay
+on every weight (as the E-step sets it); the multi-tensor step, by how xi_prev reaches the rho update
+(`xi_storage`: regenerated with a second draw, or stored in fp16/bf16/fp32), with eta = 0 (no rho update)
+and with bf16 rho. Also times one Gaussian draw over all parameters (torch's mt19937 + Box-Muller).
+`--inductor-randn` adds a torch.compile'd `randn_like` (Philox in the generated C++ loop) for comparison.
+Several `--threads` values run one process each: inductor fixes a kernel's parallelism when it compiles it.
+
+    python benchmarks/bench_optimizer.py [--device cuda] [--threads 1 2] [--repeats 15] [--steps 10]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
 import torch
 
-from compressor.bayes import AdaptiveSGHMC
+from compressor.bayes import AdaptiveSGHMC, fused
+from compressor.engine.method import split_decay
 from compressor.models import create_model
 
 
@@ -61,20 +68,38 @@ def _state_bytes(opt: torch.optim.Optimizer) -> int:
 
 
 def _optimizers(model: torch.nn.Module, device: torch.device) -> dict[str, torch.optim.Optimizer]:
-    def sghmc(**kw: object) -> AdaptiveSGHMC:
-        return AdaptiveSGHMC(_clone_params(model, device, 0), n_data=50_000, lr=0.1, **kw)  # type: ignore[arg-type]
+    def sghmc(engine_groups: bool = False, extra_decay: bool = False, **kw: object) -> AdaptiveSGHMC:
+        params = _clone_params(model, device, 0)
+        groups: list[dict[str, object]] = [{"params": params}]
+        if engine_groups:  # as compressor.methods.bayesian builds them: no prior or noise on BatchNorm/bias
+            by_id = {id(p): q for p, q in zip(model.parameters(), params, strict=True)}
+            decay, exempt = split_decay(model, decay_bn=False)
+            groups = [
+                {"params": [by_id[id(p)] for p in decay]},
+                {"params": [by_id[id(p)] for p in exempt], "weight_decay": 0.0, "noise": False},
+            ]
+        opt = AdaptiveSGHMC(groups, n_data=50_000, lr=0.1, **kw)  # type: ignore[arg-type]
+        if extra_decay:  # the E-step's per-channel decay on every weight of the first group
+            for p in groups[0]["params"]:  # type: ignore[union-attr]
+                opt.set_extra_decay(p, torch.full((p.shape[0],) + (1,) * (p.dim() - 1), 0.01, device=device))
+        return opt
 
     return {
         "sgd": torch.optim.SGD(
             _clone_params(model, device, 0), lr=0.1, momentum=0.9, weight_decay=5e-4, foreach=True
         ),
-        "xi regenerate": sghmc(xi_storage="regenerate"),
-        "xi fp16": sghmc(xi_storage="fp16"),
-        "xi bf16": sghmc(xi_storage="bf16"),
-        "xi fp32": sghmc(xi_storage="fp32"),
-        "eta0 regenerate": sghmc(eta=0.0, xi_storage="regenerate"),
-        "eta0 xi fp16": sghmc(eta=0.0, xi_storage="fp16"),
-        "bf16 rho, xi fp16": sghmc(rho_dtype=torch.bfloat16, xi_storage="fp16"),
+        "fused": sghmc(fused=True),
+        "fused nesterov": sghmc(fused=True, nesterov=True),
+        "fused, 2 groups": sghmc(engine_groups=True, fused=True),
+        "fused + extra decay": sghmc(extra_decay=True, fused=True),
+        "xi regenerate": sghmc(xi_storage="regenerate", fused=False),
+        "xi fp16": sghmc(xi_storage="fp16", fused=False),
+        "xi fp16, 2 groups": sghmc(engine_groups=True, xi_storage="fp16", fused=False),
+        "xi bf16": sghmc(xi_storage="bf16", fused=False),
+        "xi fp32": sghmc(xi_storage="fp32", fused=False),
+        "eta0 regenerate": sghmc(eta=0.0, xi_storage="regenerate", fused=False),
+        "eta0 xi fp16": sghmc(eta=0.0, xi_storage="fp16", fused=False),
+        "bf16 rho, xi fp16": sghmc(rho_dtype=torch.bfloat16, xi_storage="fp16", fused=False),
     }
 
 
@@ -82,7 +107,10 @@ def bench(model_name: str, device: torch.device, repeats: int, steps: int, induc
     model = create_model(model_name, num_classes=10, input_shape=(3, 32, 32))
     numel = sum(p.numel() for p in model.parameters())
     n_tensors = len(list(model.parameters()))
+    start = time.perf_counter()
     opts = _optimizers(model, device)
+    setup = time.perf_counter() - start
+    assert all(opt.fused_active for name, opt in opts.items() if name.startswith("fused"))
     noise = torch.empty(numel, device=device)
     gen = torch.Generator(device=device).manual_seed(0)
     bench_fns: dict[str, Callable[[], object]] = {name: opt.step for name, opt in opts.items()}
@@ -102,15 +130,20 @@ def bench(model_name: str, device: torch.device, repeats: int, steps: int, induc
     wall_med = {name: statistics.median(ts) for name, ts in walls.items()}
     cpu_med = {name: statistics.median(ts) for name, ts in cpus.items()}
     print(f"\n{model_name}: {numel:,} parameters in {n_tensors} tensors, device {device}")
-    print(f"  {'median per step':18s} {'wall':>9s} {'ratio':>6s}   {'CPU':>9s} {'ratio':>6s}")
+    print(f"  {'median per step':20s} {'wall':>9s} {'ratio':>6s}   {'CPU':>9s} {'ratio':>6s}")
     for name in bench_fns:
         print(
-            f"  {name:18s} {wall_med[name] * 1e6:7.0f}us {wall_med[name] / wall_med['sgd']:5.2f}x"
+            f"  {name:20s} {wall_med[name] * 1e6:7.0f}us {wall_med[name] / wall_med['sgd']:5.2f}x"
             f"   {cpu_med[name] * 1e6:7.0f}us {cpu_med[name] / cpu_med['sgd']:5.2f}x"
         )
     for name, opt in opts.items():
         nbytes = _state_bytes(opt)
-        print(f"  {name:18s} state {nbytes / 2**20:7.2f} MiB = {nbytes / numel:5.2f} B/param")
+        print(f"  {name:20s} state {nbytes / 2**20:7.2f} MiB = {nbytes / numel:5.2f} B/param")
+    compiles = ", ".join(
+        f"{'per-element decay' if variant[3] else 'scalar decay'} {seconds:.1f}s"
+        for variant, seconds in fused.compile_seconds.items()
+    )
+    print(f"  optimizer setup {setup:.1f}s, of which fused kernel compiles: {compiles or 'none (done before)'}")
 
 
 def main() -> None:
@@ -119,15 +152,23 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--models", nargs="+", default=["resnet20", "resnet56"])
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+    parser.add_argument("--threads", type=int, nargs="+", default=None, help="torch intra-op threads (CPU)")
     parser.add_argument("--inductor-randn", action="store_true", help="also time a compiled randn_like")
     args = parser.parse_args()
+    if args.threads and len(args.threads) > 1:
+        argv = ["--device", args.device, "--repeats", str(args.repeats), "--steps", str(args.steps)]
+        argv += ["--models", *args.models, *(["--inductor-randn"] if args.inductor_randn else [])]
+        for threads in args.threads:
+            subprocess.run([sys.executable, __file__, *argv, "--threads", str(threads)], check=True)
+        return
     if args.threads:
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads[0])
     device = torch.device(args.device)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, load average (1/5/15 min) {load}")
     for name in args.models:
         bench(name, device, args.repeats, args.steps, args.inductor_randn)
+    print(f"load average at the end: {'/'.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from compressor.bayes import (
     cosine,
     cycle_of,
     cyclical_cosine,
+    fused,
     group_decay,
     hard_slab,
     is_sample_epoch,
@@ -34,6 +35,7 @@ from compressor.bayes import (
     step_decay,
     update_pi,
 )
+from compressor.bayes.sghmc import _bucket_seed
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -248,15 +250,25 @@ def _stationary_cov(
 
 
 def _sample_chains(
-    *, c2: float, beta1: float, temperature: float | str, eta: float, steps: int, burn: int, chains: int = 256
+    *,
+    c2: float,
+    beta1: float,
+    temperature: float | str,
+    eta: float,
+    steps: int,
+    burn: int,
+    chains: int = 256,
+    fused: bool = False,
 ) -> tuple[torch.Tensor, AdaptiveSGHMC, tuple[torch.Tensor, ...]]:
     """Run `chains` independent chains at once (rows of one parameter); full-batch gradients."""
     lam = 5e-3
     a, b, mu, cov = _regression(lam=lam)
     w = nn.Parameter(torch.zeros(chains, a.shape[0]))
     opt = AdaptiveSGHMC(
-        [w], n_data=1000, lr=c2, beta1=beta1, eta=eta, weight_decay=lam, temperature=temperature, seed=3
+        [w], n_data=1000, lr=c2, beta1=beta1, eta=eta, weight_decay=lam, temperature=temperature, seed=3,
+        fused=fused,
     )
+    assert opt.fused_active == fused
     af, bf = a.float(), b.float()
     kept = []
     for t in range(steps):
@@ -272,7 +284,8 @@ def _whitened_eigs(samples: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
     return torch.linalg.eigvalsh(inv_chol @ torch.cov(samples.T) @ inv_chol.T)
 
 
-def test_samples_the_exact_posterior_when_t_eff_is_one() -> None:
+@pytest.mark.parametrize("fused", [False, True])
+def test_samples_the_exact_posterior_when_t_eff_is_one(fused: bool) -> None:
     """Bayesian linear regression (N = 1000, d = 4, correlated inputs): samples match the exact posterior.
 
     For gradients of the MEAN loss the target is exp(-N U). With tau fixed, the chain is underdamped
@@ -292,7 +305,7 @@ def test_samples_the_exact_posterior_when_t_eff_is_one() -> None:
     beta1, tau = 0.9, 0.5
     c2 = ((1 - beta1) / ((1 + beta1**2) * tau)) ** 2
     samples, opt, (_, mu, cov) = _sample_chains(
-        c2=c2, beta1=beta1, temperature="1/sqrt(N)", eta=0.0, steps=1000, burn=300
+        c2=c2, beta1=beta1, temperature="1/sqrt(N)", eta=0.0, steps=1000, burn=300, fused=fused
     )
     assert opt.diagnostics()["t_eff"] == pytest.approx(1.0, rel=1e-6)
     sd = cov.diagonal().sqrt()
@@ -325,17 +338,19 @@ def test_stationary_covariance_matches_the_discrete_chain(c2: float, beta1: floa
         assert post.min() < 0.7 and post.max() > 1.25
 
 
-def test_preconditioner_reaches_its_fixed_point() -> None:
+@pytest.mark.parametrize("fused", [False, True])
+def test_preconditioner_reaches_its_fixed_point(fused: bool) -> None:
     """With eta > 0, tau settles where E[rho update] = 0 (SPEC 1):
 
     tau* = 1 / (T C^1.5 sqrt(N (lambda + sqrt(2 + 2 beta1^2) h_ii))), h_ii the diagonal mean-loss
     curvature, because E[xi_prev * g] = h_ii tau sqrt(2 + 2 beta1^2) C^1.5 T. A sampler that used a fresh
-    xi (or none) instead of the redrawn xi_prev would have E[xi g] = 0 and drive tau to 1.
+    xi (or none) instead of the redrawn xi_prev would have E[xi g] = 0 and drive tau to 1; so this also
+    checks that the fused step recomputes exactly the xi it injected one step before.
     """
     beta1, c2, n = 0.9, 0.0122, 1000
     temp = 28 / math.sqrt(n)  # hot, so that tau* ~ 0.7 sits well inside (0, 1)
     _, opt, (a, _, _) = _sample_chains(
-        c2=c2, beta1=beta1, temperature=temp, eta=1.0, steps=3000, burn=2500, chains=128
+        c2=c2, beta1=beta1, temperature=temp, eta=1.0, steps=3000, burn=2500, chains=128, fused=fused
     )
     tau_star = 1 / (temp * c2**0.75 * torch.sqrt(n * (5e-3 + math.sqrt(2 + 2 * beta1**2) * a.diagonal())))
     assert float(tau_star.max()) < 0.8
@@ -507,21 +522,23 @@ def test_noise_free_group_is_deterministic_momentum_descent() -> None:
 
 
 @pytest.mark.parametrize(
-    ("eta", "xi_storage", "drop_xi"),
+    ("eta", "xi_storage", "drop_xi", "fused"),
     [
-        (0.1, "regenerate", False),
-        (0.0, "regenerate", False),  # eta = 0 skips the rho update and the redraw of xi_prev
-        (0.1, "fp16", False),
-        (0.0, "fp16", False),
-        (0.1, "bf16", True),  # a checkpoint without xi (as "regenerate" writes) replays it from the generator
+        (0.1, "regenerate", False, False),
+        (0.0, "regenerate", False, False),  # eta = 0 skips the rho update and the redraw of xi_prev
+        (0.1, "fp16", False, False),
+        (0.0, "fp16", False, False),
+        (0.1, "bf16", True, False),  # a checkpoint without xi (as "regenerate" writes) replays it from the generator
+        (0.1, "auto", False, True),  # the fused step: xi_prev from the saved step counter
+        (0.0, "regenerate", False, True),
     ],
 )
 def test_resume_is_bit_identical_and_loads_with_weights_only(
-    eta: float, xi_storage: str, drop_xi: bool
+    eta: float, xi_storage: str, drop_xi: bool, fused: bool
 ) -> None:
     def fresh() -> tuple[nn.Module, AdaptiveSGHMC]:
         net = _small_net()
-        opt = _make_opt(net, seed=5, eta=eta, xi_storage=xi_storage)
+        opt = _make_opt(net, seed=5, eta=eta, xi_storage=xi_storage, fused=fused)
         opt.set_keep_mask(net[0].weight, torch.tensor([1.0, 0, 1, 1, 1, 1, 1, 1]).reshape(8, 1, 1, 1))
         opt.set_extra_decay(net[4].weight, torch.linspace(0, 0.3, 128).reshape(1, 128))
         return net, opt
@@ -547,8 +564,10 @@ def test_resume_is_bit_identical_and_loads_with_weights_only(
         seed=99,
         eta=eta,
         xi_storage=xi_storage,  # type: ignore[arg-type]
+        fused=fused,
     )
     opt_b.load_state_dict(ckpt["opt"])
+    assert opt_b.fused_active == opt_a.fused_active == fused
     _train(net_b, opt_b, 15, seed=1)
     for a, b in zip(net_a.state_dict().values(), net_b.state_dict().values(), strict=True):
         assert torch.equal(a, b)
@@ -618,6 +637,243 @@ def test_invalid_settings_are_rejected() -> None:
         AdaptiveSGHMC([{"params": w, "noise": "no"}], n_data=10, lr=0.1)
     with pytest.raises(ValueError):
         AdaptiveSGHMC(w, n_data=10, lr=0.1, xi_storage="fp8")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        AdaptiveSGHMC(w, n_data=10, lr=0.1, fused="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        AdaptiveSGHMC(w, n_data=10, lr=0.1, fused=True, xi_storage="fp16")  # the fused step stores no xi
+
+
+# ------------------------------------------------------------------------------------------- fused step
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.corrcoef(torch.stack([a, b]))[0, 1])
+
+
+def test_fused_noise_is_standard_normal_and_independent() -> None:
+    """The counter-based Gaussian: N(0, 1) moments, tails and KS distance; no correlation between
+    neighbouring elements, the two halves of a Box-Muller pair, consecutive steps, or buckets."""
+    n = 1 << 20
+    draws = {(seed, t): fused.noise(seed, t, n).double() for seed in (11, 12) for t in (0, 1)}
+    x = draws[(11, 0)]
+    se = 1 / math.sqrt(n)
+    assert abs(float(x.mean())) < 5 * se
+    assert abs(float(x.var()) - 1) < 5 * math.sqrt(2) * se
+    z = (x - x.mean()) / x.std()
+    assert abs(float(z.pow(3).mean())) < 5 * math.sqrt(6) * se  # skewness
+    assert abs(float(z.pow(4).mean()) - 3) < 5 * math.sqrt(24) * se  # kurtosis
+    for k in (1.0, 2.0, 3.0, 4.0):
+        p = math.erfc(k / math.sqrt(2))
+        assert abs(float((x.abs() > k).double().mean()) - p) < 5 * math.sqrt(p * (1 - p) / n), k
+    cdf = 0.5 * torch.special.erfc(-x.sort().values / math.sqrt(2))
+    rank = torch.arange(1, n + 1, dtype=torch.float64)
+    ks = max(float((rank / n - cdf).max()), float((cdf - (rank - 1) / n).max()))
+    assert ks < 1.95 / math.sqrt(n)  # Kolmogorov-Smirnov at the 0.1 % level
+    half = n // 2
+    pairs = {
+        "neighbours": (x[:-1], x[1:]),
+        "Box-Muller partners": (x[:half], x[half:]),
+        "partners, squared": (x[:half] ** 2, x[half:] ** 2),  # independent, not just uncorrelated
+        "next step": (x, draws[(11, 1)]),
+        "next step, neighbour": (x[1:], draws[(11, 1)][:-1]),
+        "another bucket": (x, draws[(12, 0)]),
+        "another bucket, next step": (x, draws[(12, 1)]),
+    }
+    for name, (a, b) in pairs.items():
+        assert abs(_corr(a, b)) < 5 / math.sqrt(a.numel()), name
+    assert torch.equal(fused.noise(11, 0, n).double(), x)  # a function of (seed, step, index) alone
+
+
+# The fused kernel is torch.compile'd separately for CUDA (Triton); these run there when a GPU is present.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+
+
+def _two_params(device: str = "cpu") -> list[nn.Parameter]:
+    """2501 + 6 elements: an odd bucket, so the padding element is exercised too."""
+    return [
+        nn.Parameter(torch.linspace(-1, 1, 2501, device=device).reshape(41, 61)),
+        nn.Parameter(torch.linspace(0.5, -0.5, 6, device=device)),
+    ]
+
+
+def _flat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.detach().cpu().double().reshape(-1) for t in tensors])
+
+
+def _set_grads(params: list[nn.Parameter], flat: torch.Tensor) -> None:
+    for p, g in zip(params, flat.split([p.numel() for p in params]), strict=True):
+        p.grad = g.reshape(p.shape).to(p)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_fused_two_steps_by_hand(nesterov: bool, device: str) -> None:
+    """Both steps of the fused kernel against SPEC 1 in float64, with the documented noise: step 1 injects
+    xi(seed, 0) and has no xi_prev term; step 2's rho update uses exactly xi(seed, 0) again."""
+    n, c2, beta1, beta2, eta, lam, temp = 100, 0.2, 0.3, 0.7, 5.0, 0.01, 0.05
+    params = _two_params(device)
+    opt = AdaptiveSGHMC(
+        params, n_data=n, lr=c2, beta1=beta1, beta2=beta2, eta=eta, weight_decay=lam, temperature=temp,
+        seed=7, nesterov=nesterov, fused=True,
+    )
+    assert opt.fused_active
+    seed = _bucket_seed(7, f"0|{device}|float32")
+    numel = sum(p.numel() for p in params)
+    c = math.sqrt(c2)
+    noise = math.sqrt(2 + 2 * beta1**2) * c**1.5 * temp
+    look, drift = (beta1, 1.0) if nesterov else (1.0, 0.0)
+
+    def state(name: str) -> torch.Tensor:
+        return _flat([opt.state[p][name] for p in params])
+
+    w0 = _flat(params)
+    g1 = torch.cos(w0)
+    _set_grads(params, g1)
+    opt.step()
+    rho1 = torch.full_like(w0, -eta * (temp**2 * c**3 * lam * 0.5 - 1 / (0.5 * n)))
+    xi1 = fused.noise(seed, 0, numel, device).cpu().double()
+    d1 = noise * xi1 - beta2 * c2 * (g1 + lam * w0)
+    _assert_close(state("rho"), rho1, rtol=1e-6, atol=1e-7)
+    _assert_close(state("momentum_buffer"), d1, rtol=1e-5, atol=1e-7)
+    _assert_close(_flat(params), w0 + torch.sigmoid(rho1) * (look * d1 + drift * d1), rtol=1e-5, atol=1e-6)
+    assert "xi" not in opt.state[params[0]]
+
+    m1, w1, r1 = state("momentum_buffer"), _flat(params), state("rho")
+    g2 = torch.sin(3 * w1)
+    _set_grads(params, g2)
+    opt.step()
+    tau1 = torch.sigmoid(r1)
+    rho2 = r1 - eta * (temp**2 * c**3 * lam * tau1 + temp * c**1.5 * xi1 * g2 - 1 / (tau1 * n))
+    xi2 = fused.noise(seed, 1, numel, device).cpu().double()
+    d2 = noise * xi2 - beta2 * c2 * (g2 + lam * w1)
+    m2 = beta1 * m1 + d2
+    _assert_close(state("rho"), rho2, rtol=1e-6, atol=1e-7)
+    _assert_close(state("momentum_buffer"), m2, rtol=1e-5, atol=1e-7)
+    _assert_close(_flat(params), w1 + torch.sigmoid(rho2) * (look * m2 + drift * d2), rtol=1e-5, atol=1e-6)
+    assert abs(_corr(xi1, xi2)) < 0.1
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_fused_extra_decay_and_keep_mask_by_hand(device: str) -> None:
+    """Per-element decay wd + extra (the E-step's) reaches both the rho and the m update; masked slices of
+    w and m stay exactly zero."""
+    n, c2, eta, lam, temp = 50, 0.3, 2.0, 0.01, 0.1
+    params = _two_params(device)
+    opt = AdaptiveSGHMC(params, n_data=n, lr=c2, beta1=0.5, eta=eta, weight_decay=lam, temperature=temp,
+                        seed=2, fused=True)
+    extra = torch.linspace(0, 3, 41).reshape(41, 1)
+    keep = (torch.arange(41) % 3 != 0).float().reshape(41, 1)
+    opt.set_extra_decay(params[0], extra.to(device))
+    opt.set_keep_mask(params[0], keep.to(device))
+    w0 = _flat(params)
+    decay = _flat([lam + extra.expand(41, 61), torch.full((6,), lam)])
+    kept = _flat([keep.expand(41, 61), torch.ones(6)])
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    c = math.sqrt(c2)
+    rho1 = -eta * (temp**2 * c**3 * decay * 0.5 - 1 / (0.5 * n))
+    xi = fused.noise(_bucket_seed(2, f"0|{device}|float32"), 0, w0.numel(), device).cpu().double()
+    d = math.sqrt(2 + 2 * 0.25) * c**1.5 * temp * xi - c2 * (1 + decay * w0)
+    _assert_close(_flat([opt.state[p]["rho"] for p in params]), rho1, rtol=1e-6, atol=1e-7)
+    _assert_close(_flat([opt.state[p]["momentum_buffer"] for p in params]), d * kept, rtol=1e-5, atol=1e-7)
+    _assert_close(_flat(params), (w0 + torch.sigmoid(rho1) * d) * kept, rtol=1e-5, atol=1e-6)
+    assert torch.count_nonzero(params[0].detach().cpu()[keep.flatten() == 0]) == 0
+    assert opt.state_nbytes() == 3 * 4 * fused.padded_numel(w0.numel()) + 4 * (41 + 41)  # m, rho, decay
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_fused_step_tracks_the_multi_tensor_step(nesterov: bool) -> None:
+    """Without noise (T = 1e-30) the two paths are the same deterministic recursion: weights and state agree
+    to rounding over 30 steps, with the engine's two groups (BatchNorm/bias: no noise, no rho), an extra decay,
+    a keep mask and the preconditioner's entropy drift. CPU defaults to the multi-tensor step."""
+    nets = [_small_net(), _small_net()]
+    opts = []
+    for net, fused_step in zip(nets, (False, True), strict=True):
+        opt = AdaptiveSGHMC(_groups(net), n_data=500, lr=0.05, beta1=0.9, eta=0.1, temperature=1e-30,
+                            nesterov=nesterov, fused=fused_step)
+        opt.set_extra_decay(net[0].weight, torch.linspace(0, 0.5, 8).reshape(8, 1, 1, 1))
+        opt.set_keep_mask(net[4].weight, (torch.arange(128) % 5 != 0).float().reshape(1, 128))
+        _train(net, opt, 30)
+        opts.append(opt)
+    assert opts[1].fused_active and not _make_opt(_small_net()).fused_active
+    for pa, pb in zip(*(net.parameters() for net in nets), strict=True):
+        _assert_close(pb.detach(), pa.detach(), rtol=1e-4, atol=1e-6)
+        for key, value in opts[1].state[pb].items():  # m, rho, extra decay, keep (the other path adds xi)
+            _assert_close(value, opts[0].state[pa][key], rtol=1e-4, atol=1e-6)
+    for key, value in opts[0].diagnostics().items():
+        assert opts[1].diagnostics()[key] == pytest.approx(value, rel=1e-5), key
+    assert opts[1].diagnostics()["tau_mean"] > 0.5  # the drift did move tau
+
+
+def test_fused_state_is_m_and_rho_only() -> None:
+    """8 B/param for weights with noise (m, rho; xi is recomputed); groups without noise keep m and a zero
+    rho; params become views of one flat buffer per group."""
+    net = _small_net()
+    opt = _make_opt(net, fused=True)
+    _train(net, opt, 2)
+    noisy, quiet = (sum(p.numel() for p in group["params"]) for group in _groups(net))
+    assert opt.state_nbytes() == 8 * fused.padded_numel(noisy) + 8 * fused.padded_numel(quiet)
+    for group in _groups(net):
+        assert len({p.untyped_storage().data_ptr() for p in group["params"]}) == 1
+        assert all(set(opt.state[p]) <= {"momentum_buffer", "rho"} for p in group["params"])
+    assert "rho" not in opt.state[net[1].weight]
+
+
+def test_fused_layout_is_rebuilt_when_a_parameter_is_replaced() -> None:
+    """Replacing p.data (as .to() or a user would) is noticed at the next step, which lays the bucket out
+    again and continues exactly as an undisturbed run."""
+    nets = [_small_net(), _small_net()]
+    opts = [_make_opt(net, fused=True, eta=0.1) for net in nets]
+    for net, opt in zip(nets, opts, strict=True):
+        _train(net, opt, 3)
+    conv = nets[0][0].weight
+    conv.data = conv.data.clone()
+    assert conv.untyped_storage().data_ptr() != nets[0][4].weight.untyped_storage().data_ptr()
+    for net, opt in zip(nets, opts, strict=True):
+        _train(net, opt, 3, seed=1)
+    assert conv.untyped_storage().data_ptr() == nets[0][4].weight.untyped_storage().data_ptr()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_fused_checkpoints_move_between_the_paths() -> None:
+    """m and rho carry over either way; the noise stream starts afresh on the other path."""
+    for first, second in ((True, False), (False, True)):
+        net_a = _small_net()
+        opt_a = _make_opt(net_a, fused=first, xi_storage="regenerate")
+        _train(net_a, opt_a, 4)
+        net_b = _small_net()
+        net_b.load_state_dict(net_a.state_dict())
+        opt_b = _make_opt(net_b, fused=second, xi_storage="regenerate")
+        opt_b.load_state_dict(opt_a.state_dict())
+        assert opt_b.fused_active == second
+        for pa, pb in zip(net_a.parameters(), net_b.parameters(), strict=True):
+            for key, value in opt_a.state[pa].items():
+                assert torch.equal(opt_b.state[pb][key], value), key
+        _train(net_b, opt_b, 2)
+        assert opt_b.steps == 6 and all(torch.isfinite(p).all() for p in net_b.parameters())
+
+
+def test_fused_falls_back_to_the_multi_tensor_step_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No compiler, no torch.compile: one warning, then exactly the multi-tensor step."""
+
+    def no_compiler() -> None:
+        raise RuntimeError("no working C++ compiler")
+
+    monkeypatch.setattr(fused, "_kernel", no_compiler)
+    monkeypatch.setattr(fused, "_variants", {})
+    nets = [_small_net(), _small_net(), _small_net()]
+    with pytest.warns(RuntimeWarning) as record:
+        opts = [_make_opt(nets[0], fused=True), _make_opt(nets[1], fused=True)]
+    messages = [str(r.message) for r in record]
+    assert len(messages) == 1 and "unavailable" in messages[0] and "no working C++ compiler" in messages[0]
+    assert not any(opt.fused_active for opt in opts)
+    reference = _make_opt(nets[2], fused=False)
+    for net, opt in zip(nets, [*opts, reference], strict=True):
+        _train(net, opt, 5)
+    for a, b in zip(nets[0].parameters(), nets[2].parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 # ------------------------------------------------------------------------------------------- EM-MCMC

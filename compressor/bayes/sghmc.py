@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,9 +37,11 @@ import torch
 from torch import Tensor
 from torch._utils import _unflatten_dense_tensors
 
+from compressor.bayes import fused as fused_kernel
 from compressor.bayes.schedule import resolve_temperature
 
 XiStorage = Literal["auto", "regenerate", "fp16", "bf16", "fp32"]
+Fused = bool | Literal["auto"]
 _XI_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
@@ -59,6 +62,7 @@ class _Bucket:
     fresh_generator: bool = True
     extras: list[tuple[int, Tensor]] = field(default_factory=list)
     masks: list[tuple[int, Tensor]] = field(default_factory=list)
+    flat: fused_kernel.FlatBucket | None = None  # set when this bucket takes the fused one-pass step
 
 
 def _views(flat: Tensor, params: list[Tensor]) -> list[Tensor]:
@@ -116,6 +120,16 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
     "bf16" or "fp32" (store it; fp16 keeps 11 significant bits of a N(0, 1) draw, bf16 only 8, both 2 B),
     or "auto": "fp16" for CPU buckets, where a draw is the dominant cost, "regenerate" elsewhere. "fp32"
     (when that is the parameter dtype) reproduces "regenerate" bit for bit.
+
+    `fused` selects the one-pass step of `compressor.bayes.fused`: one torch.compile'd elementwise kernel per
+    bucket, noise from a counter-based hash (xi_prev recomputed, so the state is m and rho only), and the
+    params turned into views of one flat buffer per bucket. True uses it wherever it compiles; "auto" (the
+    default) on CUDA only, where the step is memory-bound, while on CPU the multi-tensor step stays (there
+    the fused one saves under 1 ms per ResNet-20 step against a one-off compile of tens of seconds, see
+    benchmarks/RESULTS.md); False never. Buckets it cannot take (non-contiguous or storage-sharing params,
+    fewer than 4 elements, a failed compile: one warning) use the multi-tensor step. The fused noise stream
+    differs from the generator's, so a checkpoint resumed on the other path starts a fresh stream (no
+    xi_prev term at its first step).
     """
 
     def __init__(
@@ -134,6 +148,7 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
         rho_dtype: torch.dtype | None = None,
         xi_storage: XiStorage = "auto",
         nesterov: bool = False,
+        fused: Fused = "auto",
     ) -> None:
         if isinstance(n_data, bool) or not isinstance(n_data, int) or n_data <= 0:
             raise ValueError(f"n_data must be a positive int, got {n_data!r}")
@@ -141,16 +156,23 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
             raise ValueError(f"rho_dtype must be a floating-point dtype, got {rho_dtype}")
         if xi_storage not in ("auto", "regenerate", *_XI_DTYPES):
             raise ValueError(f"xi_storage must be auto, regenerate, fp16, bf16 or fp32, got {xi_storage!r}")
+        if fused not in (True, False, "auto"):
+            raise ValueError(f"fused must be True, False or 'auto', got {fused!r}")
+        if fused is True and xi_storage in _XI_DTYPES:
+            raise ValueError(f"the fused step recomputes xi_prev; xi_storage={xi_storage!r} needs fused=False")
         self.n_data = n_data
         self.temperature = resolve_temperature(temperature, n_data)
         self.seed = int(seed)
         self.foreach = foreach is not False
         self.rho_dtype = rho_dtype
         self.xi_storage = xi_storage
+        self.fused = fused
         self.steps = 0
         self._buckets: list[_Bucket] | None = None
+        self._built: list[_Bucket] = []  # the last buckets built, whose flat storage a rebuild may reuse
         self._hooks_dirty = True
         self._xi_states: dict[str, Tensor] = {}
+        self._hash_steps: dict[str, int] = {}  # fused buckets: the step counter of the last injected xi
         defaults = {
             "lr": lr,
             "beta1": beta1,
@@ -161,6 +183,19 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
             "nesterov": nesterov,
         }
         super().__init__(params, defaults)
+        self._lay_out_fused()
+
+    def _lay_out_fused(self) -> None:
+        """Build buckets now if some may be fused, so params move to their flat storage before a forward pass
+        is traced or a DDP wrapper is built around them rather than at the first step."""
+        devices = {p.device.type for group in self.param_groups for p in group["params"]}
+        if self.fused is True or (self.fused == "auto" and "cuda" in devices):
+            self._ensure_buckets()
+
+    @property
+    def fused_active(self) -> bool:
+        """Whether any bucket takes the fused one-pass step."""
+        return any(b.flat is not None for b in self._ensure_buckets())
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -209,10 +244,14 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
     # ---------------------------------------------------------------- state layout
 
     def _ensure_buckets(self) -> list[_Bucket]:
+        if self._buckets is not None and not all(b.flat is None or b.flat.intact() for b in self._buckets):
+            self._buckets = None  # someone replaced a fused param's storage (p.data = ...): lay out again
         if self._buckets is None:
+            ours = {b.flat.weights.data_ptr() for b in self._built if b.flat is not None}
             self._buckets = [
-                b for gi, group in enumerate(self.param_groups) for b in self._make_buckets(gi, group)
+                b for gi, group in enumerate(self.param_groups) for b in self._make_buckets(gi, group, ours)
             ]
+            self._built = self._buckets
             self._hooks_dirty = True
         if self._hooks_dirty:
             for b in self._buckets:
@@ -224,10 +263,16 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
                 b.masks = [
                     (i, self.state[p]["keep"]) for i, p in enumerate(b.params) if "keep" in self.state[p]
                 ]
+                if b.flat is not None:
+                    w = b.params[0]
+                    if b.extras and not fused_kernel.available(w.device, w.dtype, b.flat.rho.dtype, lam=True):
+                        b.flat = None
+                    else:
+                        b.flat.set_decay(b.group["weight_decay"], b.extras)
             self._hooks_dirty = False
         return self._buckets
 
-    def _make_buckets(self, gi: int, group: dict[str, Any]) -> list[_Bucket]:
+    def _make_buckets(self, gi: int, group: dict[str, Any], ours: set[int]) -> list[_Bucket]:
         by_kind: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
         for p in group["params"]:
             by_kind.setdefault((p.device, p.dtype), []).append(p)
@@ -241,13 +286,20 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
             )
             key = f"{gi}|{place}|{str(dtype).removeprefix('torch.')}"
             numel = sum(p.numel() for p in params)
-            momentum = torch.zeros(numel, device=device, dtype=dtype)
+            fuse = self._fusable(device, dtype, params, ours)
+            # Fused buckets get padded buffers (the kernel splits them in halves) and no stored xi.
+            size = fused_kernel.padded_numel(numel) if fuse else numel
+            rho_dtype = self.rho_dtype or dtype
+            momentum_full = torch.zeros(size, device=device, dtype=dtype)
+            rho_full = torch.zeros(size, device=device, dtype=rho_dtype) if fuse or group["noise"] else None
+            momentum = momentum_full[:numel]
             rho, generator, xi = None, None, None
             if group["noise"]:
-                rho = torch.zeros(numel, device=device, dtype=self.rho_dtype or dtype)
+                assert rho_full is not None
+                rho = rho_full[:numel]
                 generator = torch.Generator(device=device)
                 generator.manual_seed(_bucket_seed(self.seed, key))
-                xi_dtype = self._xi_dtype(device)
+                xi_dtype = None if fuse else self._xi_dtype(device)
                 if xi_dtype is not None:
                     xi = torch.zeros(numel, device=device, dtype=xi_dtype)  # xi_prev = 0 before any draw
             flats = {"momentum_buffer": momentum, "rho": rho, "xi": xi}
@@ -264,8 +316,26 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
                     state[name] = views[name][i]
             m_views, rho_views, xi_views = views.values()
             bucket = _Bucket(key, group, params, momentum, m_views, rho, rho_views, generator, xi, xi_views)
+            if fuse:
+                assert rho_full is not None  # for a group without noise: zeros that keep tau at 0.5
+                bucket.flat = fused_kernel.FlatBucket(params, momentum_full, rho_full, _bucket_seed(self.seed, key))
             buckets.append(bucket)
         return buckets
+
+    def _fusable(self, device: torch.device, dtype: torch.dtype, params: list[Tensor], ours: set[int]) -> bool:
+        """Whether a bucket of these params takes the fused step (see the class docstring); `ours` holds the
+        storages of the flat buffers laid out before, whose views may be laid out again."""
+        if self.fused is False or (self.fused == "auto" and device.type != "cuda"):
+            return False
+        if self.xi_storage in _XI_DTYPES:  # only with fused="auto": stored xi is the multi-tensor step's
+            return False
+        problem = fused_kernel.layout_problem(params, ours)
+        if problem is not None:
+            if self.fused is True:
+                warnings.warn(f"fused AdaptiveSGHMC step not used for {len(params)} parameter(s): {problem}",
+                              RuntimeWarning, stacklevel=4)
+            return False
+        return fused_kernel.available(device, dtype, self.rho_dtype or dtype, lam=False)
 
     def _xi_dtype(self, device: torch.device) -> torch.dtype | None:
         """Storage dtype of xi for a bucket on `device`, None to regenerate it."""
@@ -282,12 +352,21 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for bucket in self._ensure_buckets():
-            self._step_bucket(bucket)
+            grads = self._grads(bucket)
+            if bucket.flat is None:
+                self._step_bucket(bucket, grads)
+            else:
+                self._step_fused(bucket, grads)
+            if bucket.masks:
+                idx = [i for i, _ in bucket.masks]
+                keeps = [k for _, k in bucket.masks]
+                _mul_([bucket.params[i] for i in idx], keeps, self.foreach)
+                _mul_([bucket.m_views[i] for i in idx], keeps, self.foreach)
         self.steps += 1
         return loss
 
-    def _step_bucket(self, b: _Bucket) -> None:
-        group = b.group
+    @staticmethod
+    def _grads(b: _Bucket) -> list[Tensor]:
         grads = []
         for p in b.params:
             if p.grad is None:
@@ -296,6 +375,36 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
                 raise RuntimeError("AdaptiveSGHMC does not support sparse gradients")
             else:
                 grads.append(p.grad)
+        return grads
+
+    def _step_fused(self, b: _Bucket, grads: list[Tensor]) -> None:
+        """The one-pass step; a group without noise runs it with every noise/preconditioner term zero."""
+        assert b.flat is not None
+        group = b.group
+        c2, beta1, temp = group["lr"], group["beta1"], self.temperature
+        c = math.sqrt(c2)
+        noisy = b.rho is not None
+        eta = group["eta"] if noisy else 0.0
+        nesterov = group["nesterov"]
+        b.flat.step(
+            grads,
+            self.steps,
+            self._hash_steps.get(b.key) if noisy else None,
+            wd=group["weight_decay"],
+            prior=eta * temp * temp * c2 * c,
+            data=eta * temp * c**1.5,
+            entropy=eta / self.n_data,
+            beta1=beta1,
+            step=group["beta2"] * c2,
+            noise_scale=math.sqrt(2.0 + 2.0 * beta1 * beta1) * c**1.5 * temp if noisy else 0.0,
+            look=beta1 if nesterov else 1.0,
+            drift=1.0 if nesterov else 0.0,
+        )
+        if noisy:
+            self._hash_steps[b.key] = self.steps
+
+    def _step_bucket(self, b: _Bucket, grads: list[Tensor]) -> None:
+        group = b.group
         c2, beta1, beta2, wd = group["lr"], group["beta1"], group["beta2"], group["weight_decay"]
         c = math.sqrt(c2)
         temp = self.temperature
@@ -341,12 +450,6 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
                 step_views = b.m_views
             torch.sigmoid(b.rho, out=buf)
             _addcmul_(b.params, buf_views, step_views, 1.0, fe)
-
-        if b.masks:
-            idx = [i for i, _ in b.masks]
-            keeps = [k for _, k in b.masks]
-            _mul_([b.params[i] for i in idx], keeps, fe)
-            _mul_([b.m_views[i] for i in idx], keeps, fe)
 
     @staticmethod
     def _draw_xi(b: _Bucket, buf: Tensor) -> Tensor:
@@ -425,13 +528,15 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
         return tau[live]
 
     def state_nbytes(self) -> int:
-        """Bytes of optimizer state (flat buffers, extras, masks, generator states), each storage once."""
-        seen: dict[int, int] = {}
-        for state in self.state.values():
-            for value in state.values():
-                if isinstance(value, Tensor):
-                    storage = value.untyped_storage()
-                    seen[storage.data_ptr()] = storage.nbytes()
+        """Bytes of optimizer state (flat buffers, extras, masks, generator states), each storage once.
+
+        Fused buckets add their per-element decay (while extra decay is set) and, without noise, the zero rho.
+        """
+        tensors = [v for state in self.state.values() for v in state.values() if isinstance(v, Tensor)]
+        for b in self._buckets or []:
+            if b.flat is not None:
+                tensors += [t for t in (b.flat.lam, None if b.rho is not None else b.flat.rho) if t is not None]
+        seen = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
         return sum(seen.values()) + sum(s.numel() for s in self._xi_states.values())
 
     @torch.no_grad()
@@ -478,6 +583,7 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
             "seed": self.seed,
             "steps": self.steps,
             "xi_states": {k: v.clone() for k, v in self._xi_states.items()},
+            "hash_steps": dict(self._hash_steps),
         }
         return {"state": state, "param_groups": groups, "sampler": sampler}
 
@@ -486,7 +592,8 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
 
         Generator states are keyed by group, device kind and dtype, so any CUDA rank can resume a CUDA
         checkpoint; one saved on another kind (CPU vs CUDA) or dtype cannot be replayed, so that bucket
-        starts a fresh stream and its next rho update has no xi_prev term.
+        starts a fresh stream and its next rho update has no xi_prev term. The fused step's stream is its
+        step counter alone, so it resumes exactly on any rank; across the two paths streams start fresh.
         """
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups) or any(
@@ -510,7 +617,9 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
         self.seed = int(sampler["seed"])
         self.steps = int(sampler["steps"])
         self._xi_states = {k: v.clone() for k, v in sampler["xi_states"].items()}
+        self._hash_steps = {k: int(v) for k, v in sampler.get("hash_steps", {}).items()}
         self._buckets = None
+        self._lay_out_fused()
 
 
 def _add_(xs: list[Tensor], ys: list[Tensor], alpha: float, fe: bool) -> None:
