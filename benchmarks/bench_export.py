@@ -11,6 +11,7 @@ a time: onnxruntime's graph optimisation level, BatchNorm folding at export, int
 
     python benchmarks/bench_export.py            # full (~20 min on 2 busy cores)
     python benchmarks/bench_export.py --quick    # ResNet-20 only, shorter timing budget
+    python benchmarks/bench_export.py --runs RUN_DIR ...   # networks trained and pruned by compressor
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import io
 import os
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import onnx
@@ -80,6 +82,19 @@ def prune_in_blocks(model: nn.Module, groups: GroupSet, score: Tensor, reduction
     return select_for_target(model, groups, score, 1.0 - 1.0 / reduction, "macs", example, block)
 
 
+def trained_run(run_dir: Path, budget: float, threads: int) -> tuple[str, float, dict[str, float]]:
+    """A run's network as `compressor export` builds it: the masked (dense-shaped) reference vs the shrunk one."""
+    from compressor.export.prepare import build_networks, load_source
+
+    nets = build_networks(load_source(run_dir, "last", False, []), masked=False, round_to=None)
+    example = torch.zeros(1, *SHAPE)
+    trace = torch.randn(2, *SHAPE)
+    red = count_macs(nets.reference, example) / count_macs(nets.exported, example)
+    dense = X.to_onnx(nets.reference, trace, "logits", 17)
+    small = X.to_onnx(nets.exported, trace, "logits", 17)
+    return f"{run_dir.name} (trained)", red, timed(dense, small, budget, threads=threads)
+
+
 def unfolded_onnx(module: nn.Module, example: Tensor) -> onnx.ModelProto:
     """The same export with BatchNorm kept as separate nodes (for the folding ablation only)."""
     buf = io.BytesIO()
@@ -118,8 +133,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="ResNet-20 only, 1.5 s timing budget per row")
     parser.add_argument("--budget", type=float, default=None, help="seconds of timing per row")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (0: its choice)")
+    parser.add_argument("--runs", type=Path, nargs="+", help="time these trained, pruned run directories "
+                        "instead: each one's shrunk export against its dense-shaped (masked) network")
     args = parser.parse_args()
     budget = args.budget or (1.5 if args.quick else 4.0)
+    if args.runs:
+        print(HEADER)
+        for run_dir in args.runs:
+            print(row(*trained_run(run_dir, budget, args.threads)), flush=True)
+        return
     models = ["resnet20"] if args.quick else ["resnet20", "resnet56"]
     torch.set_num_threads(2)
     print(f"onnxruntime {ort.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
