@@ -80,7 +80,7 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(torchrun_run: tu
     # Both ranks ended bit-identical, and the checkpoint (rank 0's) is that state.
     assert ddp["param_digests"][0] == ddp["param_digests"][1] == state_digest(final_state(ddp_dir))
     # Same E-step decisions and pruning as one process; the weights differ only by float summation order.
-    assert ddp["pruned_groups"] == single["pruned_groups"] == 10
+    assert ddp["pruned_groups"] == single["pruned_groups"] > 0
     assert ddp["layers"] == single["layers"] and ddp["bma"]["samples"] == single["bma"]["samples"] == 1
     a, b = final_state(ddp_dir), final_state(single_dir)
     for key in a:

@@ -28,7 +28,7 @@ def cifar_recipe(cifar_root: Path, method: list[str]) -> list[str]:
 def emmcmc_run(cifar_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     recipe = load_recipe(ROOT / "recipes" / "resnet20_cifar10.yaml", cifar_recipe(cifar_root, [
         "method.cycles=1", "method.samples_per_cycle=2", "method.warmup_epochs=1", "prune.start_epoch=1",
-        "prune.target=0.5", "prune.target_kind=macs", "prune.target_epoch=2", "train.epochs=4",
+        "prune.target=0.5", "prune.target_kind=macs", "prune.target_epoch=2", "train.epochs=4", "prune.round_to=16",
     ]))
     assert recipe.method.name == "emmcmc"
     return run(recipe, out_dir=tmp_path_factory.mktemp("runs"))
@@ -42,7 +42,7 @@ def test_emmcmc_reaches_mac_target_with_bma(emmcmc_run: Path) -> None:
     assert 0.5 <= reduction < 0.6, reduction  # the target is met on the measured, shrunk network
     assert summary["params_shrunk"] < summary["params"]
     assert any(row["kept"] < row["total"] for row in summary["layers"])
-    assert all(row["kept"] % 8 == 0 for row in summary["layers"])  # prune.round_to 8: fast kernels' widths
+    assert all(row["kept"] % 16 == 0 for row in summary["layers"])  # prune.round_to: whole blocks per layer
     assert summary["bma"]["samples"] == 2 and 0 <= summary["bma"]["accuracy"] <= 1
     assert {"nll", "ece", "brier"} <= summary["bma"].keys()
     assert sorted(p.name for p in (emmcmc_run / "samples").iterdir()) == ["sample-001.pt", "sample-002.pt"]
@@ -59,6 +59,10 @@ def test_emmcmc_events_and_optimizer_diagnostics(emmcmc_run: Path) -> None:
     # the spiked share ramps up before removal
     spiked = [r["spike_cost_fraction"] for r in records if r["event"] == "estep"]
     assert spiked[0] <= spiked[-1] and spiked[-1] > 0
+    # once the target's groups are removed, no live group is put on the spike (the target stays exact)
+    removal = next(i for i, r in enumerate(records) if r["event"] == "pruned")
+    later = [r for r in records[removal:] if r["event"] == "estep"]
+    assert later and all(r["spiked"] == records[removal]["pruned_groups"] for r in later)
 
 
 def test_pruned_checkpoint_masked_equals_shrunk(emmcmc_run: Path) -> None:

@@ -10,7 +10,9 @@ Budget control (`prune.target`): the spiked share of the cost ramps linearly fro
 `prune.target_epoch`; at each E-step pi is set (pi_for_budget) so exactly the groups with the smallest
 statistic up to that share go to the spike. At `target_epoch` the spiked groups are removed, with the
 share chosen by bisection on the *measured* MACs/params of the shrunk network, so the target is met on
-the real network rather than on the (overlapping) per-group cost estimates.
+the real network rather than on the (overlapping) per-group cost estimates. After that every live group is
+slab: the per-group cost estimates overlap, so the held share would otherwise keep spiking live groups and
+cut past the target.
 """
 
 from __future__ import annotations
@@ -146,6 +148,8 @@ class EMMCMCMethod(AVBMethod):
         if cfg.update_pi and target is None:
             pi = min(max(update_pi(p), 1e-6), 1 - 1e-6)
             self.logit_pi = float(torch.logit(torch.tensor(pi, dtype=torch.float64)))
+        if target is not None and self.removed_for_target:
+            p = torch.ones_like(p)  # the budget is spent: every live group is slab, none drifts out of it
         p = torch.where(self.pruned.to(p.device), torch.zeros_like(p), p)
         extra = (1.0 - p) * (cfg.lambda0 - cfg.weight_decay)
         extra = torch.where(extra < 1e-3 * cfg.weight_decay, torch.zeros_like(extra), extra)  # skip no-ops
