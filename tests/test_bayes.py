@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -853,6 +854,20 @@ def test_fused_checkpoints_move_between_the_paths() -> None:
                 assert torch.equal(opt_b.state[pb][key], value), key
         _train(net_b, opt_b, 2)
         assert opt_b.steps == 6 and all(torch.isfinite(p).all() for p in net_b.parameters())
+
+
+@pytest.mark.parametrize("value", ["auto", True, False])
+def test_recipe_key_method_fused_reaches_the_optimizer(value: str | bool, tmp_path: Path) -> None:
+    from compressor.engine.method import TrainContext, create_method
+    from compressor.recipe import AVBConfig, PruneConfig
+
+    net = _small_net()
+    ctx = TrainContext(model=net, n_train=100, steps_per_epoch=2, epochs=1, device=torch.device("cpu"),
+                       example_input=torch.zeros(1, 3, 6, 6), classifier_name="4", run_dir=tmp_path,
+                       prune=PruneConfig())
+    method = create_method(AVBConfig.model_validate({"fused": value}), ctx)
+    assert method.optimizer.fused == value
+    assert method.optimizer.fused_active == (value is True)  # "auto" means CUDA only
 
 
 def test_fused_falls_back_to_the_multi_tensor_step_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -286,8 +286,8 @@ class FlatBucket:
 def _adopt(params: list[Tensor], size: int) -> Tensor:
     """The flat buffer (of `size` elements) that the params are views of, copying them into a new one if needed.
 
-    Params that already are consecutive views of one large enough storage (a rebuilt bucket, a resumed one)
-    keep it, so their storage, and anything compiled against it, stays put.
+    Params that already are consecutive views of one storage of exactly that size (a bucket rebuilt after
+    load_state_dict or add_param_group) keep it, so their storage, and anything compiled against it, stays.
     """
     existing = _existing_flat(params, size)
     if existing is not None:

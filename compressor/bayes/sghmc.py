@@ -15,6 +15,8 @@ draw, so storing is faster there; on CUDA (Philox) a draw is cheaper than the ex
 xi is rounded once and that rounded value is both injected into m and used as xi_prev, so the two stay one
 chain. The state of a bucket lives in flat buffers (params get views into them), so the parts of the update
 that touch only state run as one kernel per bucket and only four multi-tensor (foreach) ops touch w and g.
+The fused step (`fused`, compressor.bayes.fused) instead makes the params views of one flat buffer too and
+runs the whole update as one compiled loop, with the noise hashed from (seed, step, index) inside it.
 
 Sampling temperature: with tau held fixed the chain's stationary variance is T_eff times the posterior's,
 T_eff = (1 + beta1^2) / ((1 - beta1) beta2) * tau * C * T^2 * N (see `diagnostics`). T = 1/sqrt(N) gives

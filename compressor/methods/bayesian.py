@@ -50,7 +50,7 @@ class AVBMethod(Method):
             groups.append({"params": exempt, "weight_decay": 0.0, "noise": False})
         self.optimizer = AdaptiveSGHMC(groups, n_data=ctx.n_train, lr=cfg.lr, beta1=cfg.beta1, beta2=cfg.beta2,
                                        eta=cfg.eta, weight_decay=cfg.weight_decay, temperature=cfg.temperature,
-                                       seed=ctx.seed, nesterov=cfg.nesterov)
+                                       seed=ctx.seed, nesterov=cfg.nesterov, fused=cfg.fused)
         self.samples = 0
         self.prob_sum: Tensor | None = None
 
