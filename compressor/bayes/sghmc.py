@@ -113,10 +113,11 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
     SPEC's ResNet-20 run).
 
     `nesterov` (default off: the paper's form) moves w by tau * (beta1 m_new + d) instead of tau * m_new,
-    d = m_new - beta1 m being this step's drift plus noise: classical SGHMC run on the look-ahead point
-    w + tau beta1 m, as Nesterov SGD is classical momentum on its look-ahead point. Same stationary chain for
-    small steps; on short CNN budgets it trains like SGD with Nesterov momentum, which the classical form
-    trails by several points (benchmarks/RESULTS.md).
+    d = m_new - beta1 m being this step's drift plus noise. Then y = w - tau beta1 m follows the classical
+    chain with its gradient taken at the look-ahead point w, as Nesterov SGD is heavy-ball momentum with a
+    look-ahead gradient; the offset is O(C2), so small steps sample the same posterior (tested). On short
+    CNN budgets it trains like SGD with Nesterov momentum, which the classical form trails by several points
+    (benchmarks/RESULTS.md).
 
     `xi_storage` chooses how xi_prev reaches the rho update: "regenerate" (redraw it, no memory), "fp16",
     "bf16" or "fp32" (store it; fp16 keeps 11 significant bits of a N(0, 1) draw, bf16 only 8, both 2 B),
