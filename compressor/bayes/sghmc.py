@@ -126,10 +126,10 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
 
     `fused` selects the one-pass step of `compressor.bayes.fused`: one torch.compile'd elementwise kernel per
     bucket, noise from a counter-based hash (xi_prev recomputed, so the state is m and rho only), and the
-    params turned into views of one flat buffer per bucket. True uses it wherever it compiles; "auto" (the
-    default) on CUDA only, where the step is memory-bound, while on CPU the multi-tensor step stays (there
-    the fused one saves under 1 ms per ResNet-20 step against a one-off compile of tens of seconds, see
-    benchmarks/RESULTS.md); False never. Buckets it cannot take (non-contiguous or storage-sharing params,
+    params turned into views of one flat buffer per bucket. True uses it wherever it compiles; "auto" on CUDA
+    only, where the step is memory-bound (on CPU the fused one saves under 1 ms per ResNet-20 step against a
+    one-off compile of tens of seconds, see benchmarks/RESULTS.md); False (the default until the CUDA path
+    has been run on a GPU: it is only tested on CPU) never. Buckets it cannot take (non-contiguous or storage-sharing params,
     fewer than 4 elements, a failed compile: one warning) use the multi-tensor step. The fused noise stream
     differs from the generator's, so a checkpoint resumed on the other path starts a fresh stream (no
     xi_prev term at its first step).
@@ -151,7 +151,7 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
         rho_dtype: torch.dtype | None = None,
         xi_storage: XiStorage = "auto",
         nesterov: bool = False,
-        fused: Fused = "auto",
+        fused: Fused = False,
     ) -> None:
         if isinstance(n_data, bool) or not isinstance(n_data, int) or n_data <= 0:
             raise ValueError(f"n_data must be a positive int, got {n_data!r}")
