@@ -208,9 +208,12 @@ def method_recipe(opts: CompareOptions, name: str, seed_index: int) -> tuple[Rec
 
 
 def _stored_recipe(run_dir: Path) -> dict[str, Any] | None:
+    """The run's resolved recipe read through today's schema, so a key added since (with its default) does
+    not make an upgraded compressor retrain finished runs; None when it is unreadable or no longer valid."""
     try:
-        return yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        stored = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
+        return validate_recipe(stored, where=str(run_dir / "recipe.yaml")).to_dict()
+    except (OSError, yaml.YAMLError, CompressorError):
         return None
 
 

@@ -20,6 +20,7 @@ from compressor.cli import app
 from compressor.compare import (
     DEFAULT_METHODS,
     CompareOptions,
+    find_run,
     method_recipe,
     method_section,
     pareto_front,
@@ -246,3 +247,21 @@ def test_bad_methods_fail_with_one_line(tmp_path: Path) -> None:
 def test_pareto_front() -> None:
     points = [(1.0, 70.0), (0.5, 68.0), (0.5, 60.0), (0.6, 65.0), (0.4, 50.0)]
     assert pareto_front(points) == [(0.4, 50.0), (0.5, 68.0), (1.0, 70.0)]
+
+
+def test_a_run_from_before_a_new_recipe_key_is_still_reused(tmp_path: Path) -> None:
+    """Stored recipes are read through today's schema: a key added since (here `method.fused`, with its
+    default) does not make a re-invoked compare retrain the run; a real difference still does."""
+    recipe, _ = method_recipe(options(), "avb", 0)
+    stored = recipe.to_dict()
+    del stored["method"]["fused"]
+    run_dir = tmp_path / f"{recipe.name}-20260101-000000"
+    run_dir.mkdir()
+    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(stored))
+    (run_dir / "summary.json").write_text(json.dumps({"completed": True}))
+    assert find_run(tmp_path, recipe) == (run_dir, "done")
+    stored["method"]["lr"] = 0.05
+    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(stored))
+    assert find_run(tmp_path, recipe) == (None, "new")
+    (run_dir / "recipe.yaml").write_text("method: [not, a, recipe]\n")
+    assert find_run(tmp_path, recipe) == (None, "new")
