@@ -102,7 +102,8 @@ def test_structured_methods_meet_the_mac_target_and_shrink(compared: tuple[Path,
     folder, rows = compared
     row = rows[method]
     assert row["kind"] == "structured"
-    assert TARGET <= row["mac_reduction"] <= TARGET + 0.02  # measured on the shrunk network, just past target
+    # measured on the shrunk network, just past target: one coupled group of this 8x8 ResNet-20 is up to 2.4 %
+    assert TARGET <= row["mac_reduction"] <= TARGET + 0.03
     assert row["macs"] < row["macs_dense"] and row["params"] < rows["sgd"]["params"]
     assert_masked_equals_shrunk(run_dir(folder, row))
     report = json.loads((folder / "exports" / f"{row['runs'][0]}.json").read_text())
