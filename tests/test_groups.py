@@ -320,8 +320,8 @@ def test_budget_selection_in_blocks_of_8_meets_the_measured_target() -> None:
     from compressor.prune.budget import remaining_cost, select_for_target
 
     torch.manual_seed(0)
-    model = create_model("resnet56", num_classes=10, input_shape=(3, 32, 32)).eval()
-    example = torch.zeros(1, 3, 32, 32)
+    model = create_model("resnet20", num_classes=10, input_shape=(3, 16, 16)).eval()
+    example = torch.zeros(1, 3, 16, 16)
     groups = build_groups(model, example)
     score = torch.rand(len(groups))
     none = torch.zeros(len(groups), dtype=torch.bool)
