@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (shared cores: 1)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-compare"))
+    parser.add_argument("--method-set", action="append", default=[], metavar="METHOD:KEY=VALUE",
+                        help="one method's setting, as `compressor compare --method-set`")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -68,6 +70,7 @@ def main() -> None:
         methods=args.methods.split(","),
         target=args.target,
         overrides=overrides,
+        method_overrides=args.method_set,
         seeds=args.seeds,
     )
 
