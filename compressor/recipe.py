@@ -101,7 +101,7 @@ class AVBConfig(Section):
     cycles: int = Field(1, ge=1)
     samples_per_cycle: int = Field(1, ge=0, description="posterior samples = last epochs of each cycle")
     prior_on_bn: bool = Field(False, description="also put prior and noise on BatchNorm/bias parameters")
-    fused: bool | Literal["auto"] = Field(False, description="one-pass compiled optimizer step (true: everywhere, "
+    fused: Literal[True, False, "auto"] = Field(False, description="one-pass compiled optimizer step (true: everywhere, "
                                           "after a one-off compile of about a minute; auto: CUDA only, unverified)")
 
     @field_validator("temperature")
