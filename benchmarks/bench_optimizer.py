@@ -6,9 +6,10 @@ the wall clock is stretched by time-slicing (every call longer than a scheduler 
 ratios towards 1); with one intra-op thread the CPU time is the work itself. With more threads CPU time
 also counts OpenMP spin-waits, so read the wall ratio there.
 
-Variants: the fused one-pass step (`fused=True`: one torch.compile'd kernel per bucket, counter-based noise),
-classical and Nesterov, with the engine's two groups (BatchNorm/bias without noise) and with an extra decay
-on every weight (as the E-step sets it); the multi-tensor step, by how xi_prev reaches the rho update
+Variants: the fused one-pass step (`fused=True`: one torch.compile'd kernel per bucket, counter-based noise;
+xi_prev stored by the device's default, fp32 on CPU, or recomputed, or stored in fp16), classical and
+Nesterov, with the engine's two groups (BatchNorm/bias without noise) and with an extra decay on every weight
+(as the E-step sets it); the multi-tensor step, by how xi_prev reaches the rho update
 (`xi_storage`: regenerated with a second draw, or stored in fp16/bf16/fp32), with eta = 0 (no rho update)
 and with bf16 rho. Also times one Gaussian draw over all parameters (torch's mt19937 + Box-Muller).
 `--inductor-randn` adds a torch.compile'd `randn_like` (Philox in the generated C++ loop) for comparison.
@@ -92,6 +93,8 @@ def _optimizers(model: torch.nn.Module, device: torch.device) -> dict[str, torch
         "fused nesterov": sghmc(fused=True, nesterov=True),
         "fused, 2 groups": sghmc(engine_groups=True, fused=True),
         "fused + extra decay": sghmc(extra_decay=True, fused=True),
+        "fused, xi regenerate": sghmc(fused=True, xi_storage="regenerate"),
+        "fused, xi fp16": sghmc(fused=True, xi_storage="fp16"),
         "xi regenerate": sghmc(xi_storage="regenerate", fused=False),
         "xi fp16": sghmc(xi_storage="fp16", fused=False),
         "xi fp16, 2 groups": sghmc(engine_groups=True, xi_storage="fp16", fused=False),
@@ -140,7 +143,8 @@ def bench(model_name: str, device: torch.device, repeats: int, steps: int, induc
         nbytes = _state_bytes(opt)
         print(f"  {name:20s} state {nbytes / 2**20:7.2f} MiB = {nbytes / numel:5.2f} B/param")
     compiles = ", ".join(
-        f"{'per-element decay' if variant[3] else 'scalar decay'} {seconds:.1f}s"
+        f"{'per-element decay' if variant[3] else 'scalar decay'}, xi {str(variant[4]).removeprefix('torch.')}"
+        f" {seconds:.1f}s"
         for variant, seconds in fused.compile_seconds.items()
     )
     print(f"  optimizer setup {setup:.1f}s; fused kernel compiles in this process (once each): {compiles}")

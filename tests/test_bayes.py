@@ -530,7 +530,8 @@ def test_noise_free_group_is_deterministic_momentum_descent() -> None:
         (0.1, "fp16", False, False),
         (0.0, "fp16", False, False),
         (0.1, "bf16", True, False),  # a checkpoint without xi (as "regenerate" writes) replays it from the generator
-        (0.1, "auto", False, True),  # the fused step: xi_prev from the saved step counter
+        (0.1, "auto", False, True),  # the fused step with xi_prev stored (fp32 on CPU)
+        (0.1, "regenerate", False, True),  # the fused step: xi_prev recomputed from the saved step counter
         (0.0, "regenerate", False, True),
     ],
 )
@@ -640,8 +641,6 @@ def test_invalid_settings_are_rejected() -> None:
         AdaptiveSGHMC(w, n_data=10, lr=0.1, xi_storage="fp8")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         AdaptiveSGHMC(w, n_data=10, lr=0.1, fused="yes")  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
-        AdaptiveSGHMC(w, n_data=10, lr=0.1, fused=True, xi_storage="fp16")  # the fused step stores no xi
 
 
 # ------------------------------------------------------------------------------------------- fused step
@@ -706,16 +705,25 @@ def _set_grads(params: list[nn.Parameter], flat: torch.Tensor) -> None:
         p.grad = g.reshape(p.shape).to(p)
 
 
+def _first_order_tau(rho_old: torch.Tensor, rho_new: torch.Tensor) -> torch.Tensor:
+    """The fused step's tau for the weight update: tau_old + tau_old (1 - tau_old) drho, clamped to [0, 1]."""
+    tau = torch.sigmoid(rho_old)
+    return (tau + tau * (1 - tau) * (rho_new - rho_old)).clamp(0, 1)
+
+
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("nesterov", [False, True])
-def test_fused_two_steps_by_hand(nesterov: bool, device: str) -> None:
-    """Both steps of the fused kernel against SPEC 1 in float64, with the documented noise: step 1 injects
-    xi(seed, 0) and has no xi_prev term; step 2's rho update uses exactly xi(seed, 0) again."""
+@pytest.mark.parametrize(("nesterov", "xi_storage"), [(False, "regenerate"), (True, "regenerate"), (False, "fp16"),
+                                                      (True, "fp32")])
+def test_fused_two_steps_by_hand(nesterov: bool, xi_storage: str, device: str) -> None:
+    """Both steps of the fused kernel against SPEC 1 in float64, with the documented noise and tau: step 1
+    injects xi(seed, 0) (rounded to the stored dtype, if stored) and has no xi_prev term; step 2's rho update
+    uses exactly that injected xi again, recomputed or read back. eta is large here (|drho| ~ 0.1), so the
+    first-order tau of the weight update is visibly not the sigmoid of the new rho."""
     n, c2, beta1, beta2, eta, lam, temp = 100, 0.2, 0.3, 0.7, 5.0, 0.01, 0.05
     params = _two_params(device)
     opt = AdaptiveSGHMC(
         params, n_data=n, lr=c2, beta1=beta1, beta2=beta2, eta=eta, weight_decay=lam, temperature=temp,
-        seed=7, nesterov=nesterov, fused=True,
+        seed=7, nesterov=nesterov, fused=True, xi_storage=xi_storage,  # type: ignore[arg-type]
     )
     assert opt.fused_active
     seed = _bucket_seed(7, f"0|{device}|float32")
@@ -723,35 +731,62 @@ def test_fused_two_steps_by_hand(nesterov: bool, device: str) -> None:
     c = math.sqrt(c2)
     noise = math.sqrt(2 + 2 * beta1**2) * c**1.5 * temp
     look, drift = (beta1, 1.0) if nesterov else (1.0, 0.0)
+    stored = {"fp16": torch.float16, "fp32": torch.float32}.get(xi_storage)
 
     def state(name: str) -> torch.Tensor:
         return _flat([opt.state[p][name] for p in params])
+
+    def xi_of(counter: int) -> torch.Tensor:
+        xi = fused.noise(seed, counter, numel, device)
+        return (xi if stored is None else xi.to(stored)).cpu().double()
 
     w0 = _flat(params)
     g1 = torch.cos(w0)
     _set_grads(params, g1)
     opt.step()
     rho1 = torch.full_like(w0, -eta * (temp**2 * c**3 * lam * 0.5 - 1 / (0.5 * n)))
-    xi1 = fused.noise(seed, 0, numel, device).cpu().double()
+    xi1 = xi_of(0)
     d1 = noise * xi1 - beta2 * c2 * (g1 + lam * w0)
+    tau1 = _first_order_tau(torch.zeros_like(rho1), rho1)
+    assert float((tau1 - torch.sigmoid(rho1)).abs().max()) > 1e-5  # the test tells the two apart
     _assert_close(state("rho"), rho1, rtol=1e-6, atol=1e-7)
     _assert_close(state("momentum_buffer"), d1, rtol=1e-5, atol=1e-7)
-    _assert_close(_flat(params), w0 + torch.sigmoid(rho1) * (look * d1 + drift * d1), rtol=1e-5, atol=1e-6)
-    assert "xi" not in opt.state[params[0]]
+    _assert_close(_flat(params), w0 + tau1 * (look * d1 + drift * d1), rtol=1e-5, atol=1e-6)
+    if stored is None:
+        assert "xi" not in opt.state[params[0]]
+    else:
+        assert opt.state[params[0]]["xi"].dtype == stored
+        _assert_close(state("xi"), xi1, rtol=1e-3 if stored == torch.float16 else 1e-6, atol=1e-6)
 
     m1, w1, r1 = state("momentum_buffer"), _flat(params), state("rho")
     g2 = torch.sin(3 * w1)
     _set_grads(params, g2)
     opt.step()
-    tau1 = torch.sigmoid(r1)
-    rho2 = r1 - eta * (temp**2 * c**3 * lam * tau1 + temp * c**1.5 * xi1 * g2 - 1 / (tau1 * n))
-    xi2 = fused.noise(seed, 1, numel, device).cpu().double()
+    tau = torch.sigmoid(r1)
+    rho2 = r1 - eta * (temp**2 * c**3 * lam * tau + temp * c**1.5 * xi1 * g2 - 1 / (tau * n))
+    xi2 = xi_of(1)
     d2 = noise * xi2 - beta2 * c2 * (g2 + lam * w1)
     m2 = beta1 * m1 + d2
     _assert_close(state("rho"), rho2, rtol=1e-6, atol=1e-7)
     _assert_close(state("momentum_buffer"), m2, rtol=1e-5, atol=1e-7)
-    _assert_close(_flat(params), w1 + torch.sigmoid(rho2) * (look * m2 + drift * d2), rtol=1e-5, atol=1e-6)
+    tau2 = _first_order_tau(r1, rho2)
+    _assert_close(_flat(params), w1 + tau2 * (look * m2 + drift * d2), rtol=1e-5, atol=1e-6)
     assert abs(_corr(xi1, xi2)) < 0.1
+
+
+def test_fused_first_order_tau_is_the_sigmoid_at_real_step_sizes() -> None:
+    """The first-order tau is within a relative drho^2 / 2 of sigmoid(rho_new) anywhere in (0, 1): at the
+    recipes' |drho| ~ 1e-5 that is 5e-11, far under float32 rounding, and still a few ulp at 1e-3. Far
+    larger steps stay in [0, 1]."""
+    rho = torch.linspace(-8, 8, 4001, dtype=torch.float64).repeat_interleave(3)
+    drho = torch.tensor([-1e-3, 1e-5, 1e-3], dtype=torch.float64).repeat(4001)
+    exact = torch.sigmoid(rho + drho)
+    rel = (_first_order_tau(rho, rho + drho) - exact).abs() / exact
+    assert bool((rel <= drho**2 / 2 * 1.01).all())
+    assert float(rel[drho.abs() < 1e-4].max()) < 2**-24 / 100
+    assert float(rel.max()) > drho.max() ** 2 / 4  # not trivially exact: the bound is nearly reached
+    wild = _first_order_tau(rho, rho + 50 * torch.sign(drho))
+    assert float(wild.min()) >= 0.0 and float(wild.max()) <= 1.0
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -774,13 +809,16 @@ def test_fused_extra_decay_and_keep_mask_by_hand(device: str) -> None:
     opt.step()
     c = math.sqrt(c2)
     rho1 = -eta * (temp**2 * c**3 * decay * 0.5 - 1 / (0.5 * n))
-    xi = fused.noise(_bucket_seed(2, f"0|{device}|float32"), 0, w0.numel(), device).cpu().double()
+    xi = fused.noise(_bucket_seed(2, f"0|{device}|float32"), 0, w0.numel(), device)
+    xi = xi.cpu().double()  # "auto": stored in fp32 on CPU, recomputed on CUDA: the same value
     d = math.sqrt(2 + 2 * 0.25) * c**1.5 * temp * xi - c2 * (1 + decay * w0)
     _assert_close(_flat([opt.state[p]["rho"] for p in params]), rho1, rtol=1e-6, atol=1e-7)
     _assert_close(_flat([opt.state[p]["momentum_buffer"] for p in params]), d * kept, rtol=1e-5, atol=1e-7)
-    _assert_close(_flat(params), (w0 + torch.sigmoid(rho1) * d) * kept, rtol=1e-5, atol=1e-6)
+    tau = _first_order_tau(torch.zeros_like(rho1), rho1)
+    _assert_close(_flat(params), (w0 + tau * d) * kept, rtol=1e-5, atol=1e-6)
     assert torch.count_nonzero(params[0].detach().cpu()[keep.flatten() == 0]) == 0
-    assert opt.state_nbytes() == 3 * 4 * fused.padded_numel(w0.numel()) + 4 * (41 + 41)  # m, rho, decay
+    per_element = 3 * 4 + (4 if device == "cpu" else 0)  # m, rho, decay (+ the stored xi on CPU)
+    assert opt.state_nbytes() == per_element * fused.padded_numel(w0.numel()) + 4 * (41 + 41)
 
 
 @pytest.mark.parametrize("nesterov", [False, True])
@@ -800,25 +838,31 @@ def test_fused_step_tracks_the_multi_tensor_step(nesterov: bool) -> None:
     assert opts[1].fused_active and not _make_opt(_small_net()).fused_active
     for pa, pb in zip(*(net.parameters() for net in nets), strict=True):
         _assert_close(pb.detach(), pa.detach(), rtol=1e-4, atol=1e-6)
-        for key, value in opts[1].state[pb].items():  # m, rho, extra decay, keep (the other path adds xi)
-            _assert_close(value, opts[0].state[pa][key], rtol=1e-4, atol=1e-6)
+        for key, value in opts[1].state[pb].items():  # m, rho, extra decay, keep; xi: different streams
+            if key != "xi":
+                _assert_close(value, opts[0].state[pa][key], rtol=1e-4, atol=1e-6)
     for key, value in opts[0].diagnostics().items():
         assert opts[1].diagnostics()[key] == pytest.approx(value, rel=1e-5), key
     assert opts[1].diagnostics()["tau_mean"] > 0.5  # the drift did move tau
 
 
-def test_fused_state_is_m_and_rho_only() -> None:
-    """8 B/param for weights with noise (m, rho; xi is recomputed); groups without noise keep m and a zero
-    rho; params become views of one flat buffer per group."""
+@pytest.mark.parametrize(("xi_storage", "xi_bytes"), [("regenerate", 0), ("auto", 4), ("fp16", 2)])
+def test_fused_state_is_m_rho_and_the_chosen_xi(xi_storage: str, xi_bytes: int) -> None:
+    """8 B/param for weights with noise when xi_prev is recomputed (m, rho), + 4 (CPU's "auto": fp32) or 2 B
+    (fp16) when it is stored; groups without noise keep m, a zero rho and an unused xi of the same dtype (so that
+    both groups run one compiled variant), none of them as per-param state; params become views of one flat
+    buffer per group."""
     net = _small_net()
-    opt = _make_opt(net, fused=True)
+    opt = _make_opt(net, fused=True, xi_storage=xi_storage)
     _train(net, opt, 2)
     noisy, quiet = (sum(p.numel() for p in group["params"]) for group in _groups(net))
-    assert opt.state_nbytes() == 8 * fused.padded_numel(noisy) + 8 * fused.padded_numel(quiet)
+    padded = fused.padded_numel(noisy) + fused.padded_numel(quiet)
+    assert opt.state_nbytes() == (8 + xi_bytes) * padded
     for group in _groups(net):
         assert len({p.untyped_storage().data_ptr() for p in group["params"]}) == 1
-        assert all(set(opt.state[p]) <= {"momentum_buffer", "rho"} for p in group["params"])
-    assert "rho" not in opt.state[net[1].weight]
+        assert all(set(opt.state[p]) <= {"momentum_buffer", "rho", "xi"} for p in group["params"])
+    assert ("xi" in opt.state[net[0].weight]) == (xi_bytes > 0)
+    assert "rho" not in opt.state[net[1].weight] and "xi" not in opt.state[net[1].weight]
 
 
 def test_fused_layout_is_rebuilt_when_a_parameter_is_replaced() -> None:
@@ -878,6 +922,7 @@ def test_fused_falls_back_to_the_multi_tensor_step_with_one_warning(monkeypatch:
 
     monkeypatch.setattr(fused, "_kernel", no_compiler)
     monkeypatch.setattr(fused, "_variants", {})
+    monkeypatch.setattr(fused, "_warned", set())
     nets = [_small_net(), _small_net(), _small_net()]
     with pytest.warns(RuntimeWarning) as record:
         opts = [_make_opt(nets[0], fused=True), _make_opt(nets[1], fused=True)]

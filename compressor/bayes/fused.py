@@ -10,9 +10,20 @@ rho once. The noise is computed inside that loop rather than drawn by a generato
 for pair index p < H = ceil(numel / 2): element p of the bucket takes X_p and element H + p takes Y_p, so one
 Box-Muller evaluation (a log, a sqrt and short sin/cos polynomials) serves two elements. `base` is fixed per
 bucket and (k1, k2) are fresh 32-bit keys per step counter t, both from blake2b of the bucket's seed, so a
-step's noise is a function of (seed, t, index) alone: xi_prev is recomputed from t - 1 instead of stored
-(state m and rho only) and resuming is just restoring t. The step-independent first layer keeps two steps
-from reusing each other's values at shifted indices, which a key mixed only into the input would allow.
+step's noise is a function of (seed, t, index) alone. The step-independent first layer keeps two steps from
+reusing each other's values at shifted indices, which a key mixed only into the input would allow.
+
+xi_prev, which the rho update needs, either is recomputed from t - 1 (no stored xi: state m and rho only, a
+second Box-Muller per pair) or is read from a stored copy of the last xi (fp16, bf16 or fp32: the injected
+value is rounded to that dtype first, so the copy is exactly what was injected). On CPU the step is
+compute-bound and the noise is most of its arithmetic, so storing is faster there; on a GPU it is memory-bound
+and recomputing is the cheaper side (benchmarks/RESULTS.md).
+
+tau for the weight update is taken to first order from the old tau, tau_new = tau + tau (1 - tau) drho
+(clamped to [0, 1]), instead of a second sigmoid: that saves an exp and a division per element, and is within
+a relative drho^2 / 2 of sigmoid(rho_new): 5e-11 at the recipes' per-step |drho| ~ 1e-5 (eta / (tau N) plus
+a data term of the same order), far under float32 rounding, and a few ulp at 1e-3. rho itself is updated
+exactly and tau_old is its exact sigmoid, so the approximation never accumulates.
 """
 
 from __future__ import annotations
@@ -106,6 +117,7 @@ def _update(
     m: Halves,
     rho: Halves,
     lam: Halves | None,
+    xs: Halves | None,
     base: int,
     k1: int,
     k2: int,
@@ -121,17 +133,23 @@ def _update(
     look: float,
     drift: float,
 ) -> None:
-    """SPEC 1 on the two halves of a bucket; xi from keys (k1, k2), xi_prev from (q1, q2).
+    """SPEC 1 on the two halves of a bucket; xi from keys (k1, k2), xi_prev from `xs` or else from (q1, q2).
 
-    rho <- rho - (prior lam tau + data xi_prev g - entropy / tau);   tau = sigmoid(rho), 1/tau = 1 + exp(-rho)
-    d = noise_scale xi - step (g + lam w);   m <- beta1 m + d;   w <- w + sigmoid(rho) (look m + drift d)
-    lam is the per-element decay, or the scalar wd when None; (look, drift) = (1, 0) is the paper's step,
-    (beta1, 1) the Nesterov one.
+    rho' = rho - (prior lam tau + data xi_prev g - entropy / tau);   tau = sigmoid(rho), 1/tau = 1 + exp(-rho)
+    d = noise_scale xi - step (g + lam w);   m <- beta1 m + d;   w <- w + tau' (look m + drift d)
+    tau' = tau + tau (1 - tau) (rho' - rho), clamped to [0, 1] (see the module docstring). lam is the
+    per-element decay, or the scalar wd when None; (look, drift) = (1, 0) is the paper's step, (beta1, 1)
+    the Nesterov one. A stored `xs` is read as xi_prev and overwritten with this step's (rounded) xi.
     """
     index = torch.arange(w[0].shape[0], dtype=torch.int32, device=w[0].device)
     xi = normal_pair(index, base, k1, k2)
-    xi_prev = normal_pair(index, base, q1, q2)
     compute = torch.promote_types(w[0].dtype, torch.float32)
+    if xs is None:
+        xi_prev = normal_pair(index, base, q1, q2)
+    else:
+        xi_prev = (xs[0].to(compute), xs[1].to(compute))
+        rounded = (xi[0].to(xs[0].dtype), xi[1].to(xs[1].dtype))
+        xi = (rounded[0].to(compute), rounded[1].to(compute))
     for i in range(2):
         decay = wd if lam is None else lam[i].to(compute)
         wi, gi, mi, ri = (t[i].to(compute) for t in (w, g, m, rho))
@@ -140,30 +158,41 @@ def _update(
         r_new = ri - (prior * decay * tau + data * xi_prev[i] * gi - entropy * (1.0 + e))
         d = noise_scale * xi[i] - step * (gi + decay * wi)
         m_new = beta1 * mi + d
-        w[i].copy_(wi + torch.sigmoid(r_new) * (look * m_new + drift * d))
+        tau_new = (tau + tau * (1.0 - tau) * (r_new - ri)).clamp(0.0, 1.0)
+        w[i].copy_(wi + tau_new * (look * m_new + drift * d))
         m[i].copy_(m_new)
         rho[i].copy_(r_new)
+        if xs is not None:
+            xs[i].copy_(rounded[i])
 
 
 _compiled: Callable[..., None] | None = None
 _variants: dict[tuple[Any, ...], bool] = {}
+_warned: set[tuple[str, torch.dtype]] = set()  # one warning per device kind and dtype, not per variant
 compile_seconds: dict[tuple[Any, ...], float] = {}  # per variant, for benchmarks and logs
 
 
 def _kernel() -> Callable[..., None]:
     global _compiled
     if _compiled is None:
-        _compiled = torch.compile(_update, dynamic=True, fullgraph=True)
+        # Keep the fp16/bf16 rounding of a stored xi inside the loop (inductor elides a down-and-up cast by
+        # default), so that the injected xi is exactly the stored one that the next step reads back.
+        _compiled = torch.compile(
+            _update, dynamic=True, fullgraph=True, options={"emulate_precision_casts": True}
+        )
     return _compiled
 
 
-def available(device: torch.device, dtype: torch.dtype, rho_dtype: torch.dtype, lam: bool) -> bool:
-    """Whether the fused step runs for this variant; compiles it on first use, in this process only once.
+def available(
+    device: torch.device, dtype: torch.dtype, rho_dtype: torch.dtype, lam: bool, xi_dtype: torch.dtype | None
+) -> bool:
+    """Whether the fused step runs for this variant (xi_dtype: the stored xi's, None to recompute xi_prev);
+    compiles it on first use, in this process only once.
 
     The first use is a probe on dummy tensors, so a missing compiler or a failed compile costs one warning
     and the multi-tensor step, never a half-applied update.
     """
-    variant = (device.type, dtype, rho_dtype, lam)
+    variant = (device.type, dtype, rho_dtype, lam, xi_dtype)
     if variant not in _variants:
         start = time.perf_counter()
         try:
@@ -171,13 +200,17 @@ def available(device: torch.device, dtype: torch.dtype, rho_dtype: torch.dtype, 
             w, g, m = (_halves(torch.zeros(8, device=device, dtype=dtype)) for _ in range(3))
             rho = _halves(torch.zeros(8, device=device, dtype=rho_dtype))
             decay = _halves(torch.zeros(8, device=device, dtype=dtype)) if lam else None
+            xs = _halves(torch.zeros(8, device=device, dtype=xi_dtype)) if xi_dtype is not None else None
             with torch.no_grad():
                 # Not 0 or 1, which torch.compile would specialise on: the real calls must reuse this graph.
-                _kernel()(w, g, m, rho, decay, 2, 3, 4, 5, 6, *(0.5,) * 9)
+                _kernel()(w, g, m, rho, decay, xs, 2, 3, 4, 5, 6, *(0.5,) * 9)
             _variants[variant] = True
             compile_seconds[variant] = time.perf_counter() - start
         except Exception as exc:  # noqa: BLE001 - whatever stops the compile, the multi-tensor step remains
             _variants[variant] = False
+            if (device.type, dtype) in _warned:
+                return False
+            _warned.add((device.type, dtype))
             first_line = (str(exc).strip().splitlines() or [""])[0]
             warnings.warn(
                 f"fused AdaptiveSGHMC step unavailable on {device.type} for {dtype} "
@@ -226,10 +259,13 @@ class FlatBucket:
 
     Buffers have padded_numel(numel) elements; the padding element is updated like any other and never read.
     A bucket without noise passes a zero rho and zero noise/preconditioner coefficients, which leaves rho at
-    exactly 0 (tau = 0.5) and m, w on the plain momentum update, with no second compiled variant.
+    exactly 0 (tau = 0.5) and m, w on the plain momentum update, with no second compiled variant. `xi`, when
+    given, is the flat stored copy of the last injected xi (same length; zero before the first step).
     """
 
-    def __init__(self, params: list[Tensor], momentum: Tensor, rho: Tensor, seed: int) -> None:
+    def __init__(
+        self, params: list[Tensor], momentum: Tensor, rho: Tensor, seed: int, xi: Tensor | None = None
+    ) -> None:
         self.params = params
         self.numel = sum(p.numel() for p in params)
         self.weights = _adopt(params, momentum.numel())
@@ -239,7 +275,9 @@ class FlatBucket:
         self.pad = torch.zeros(momentum.numel() - self.numel, device=momentum.device, dtype=momentum.dtype)
         self.ptrs = [p.data_ptr() for p in params]
         self.lam: Tensor | None = None
+        self.xi = xi
         self._w, self._m, self._rho = _halves(self.weights), _halves(momentum), _halves(rho)
+        self._xi = _halves(xi) if xi is not None else None
         self._lam: Halves | None = None
 
     def intact(self) -> bool:
@@ -273,12 +311,13 @@ class FlatBucket:
         look: float,
         drift: float,
     ) -> None:
-        """One update with xi of step `counter`; xi_prev of step `prev` (None: no previous draw, no term)."""
+        """One update with xi of step `counter`; xi_prev of step `prev`, or the stored xi when there is one
+        (None: no previous draw, no term)."""
         flat = _flatten_dense_tensors([*grads, self.pad] if self.pad.numel() else grads)
         keys = step_keys(self.seed, counter)
         prev_keys = keys if prev is None else step_keys(self.seed, prev)
         _kernel()(
-            self._w, _halves(flat), self._m, self._rho, self._lam, self.base, *keys, *prev_keys, wd,
+            self._w, _halves(flat), self._m, self._rho, self._lam, self._xi, self.base, *keys, *prev_keys, wd,
             prior, 0.0 if prev is None else data, entropy, beta1, step, noise_scale, look, drift,
         )
 

@@ -16,7 +16,8 @@ xi is rounded once and that rounded value is both injected into m and used as xi
 chain. The state of a bucket lives in flat buffers (params get views into them), so the parts of the update
 that touch only state run as one kernel per bucket and only four multi-tensor (foreach) ops touch w and g.
 The fused step (`fused`, compressor.bayes.fused) instead makes the params views of one flat buffer too and
-runs the whole update as one compiled loop, with the noise hashed from (seed, step, index) inside it.
+runs the whole update as one compiled loop, with the noise hashed from (seed, step, index) inside it; there
+`xi_storage` chooses between recomputing xi_prev from the hash ("regenerate") and storing it, as here.
 
 Sampling temperature: with tau held fixed the chain's stationary variance is T_eff times the posterior's,
 T_eff = (1 + beta1^2) / ((1 - beta1) beta2) * tau * C * T^2 * N (see `diagnostics`). T = 1/sqrt(N) gives
@@ -125,13 +126,17 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
     (when that is the parameter dtype) reproduces "regenerate" bit for bit.
 
     `fused` selects the one-pass step of `compressor.bayes.fused`: one torch.compile'd elementwise kernel per
-    bucket, noise from a counter-based hash (xi_prev recomputed, so the state is m and rho only), and the
-    params turned into views of one flat buffer per bucket. True uses it wherever it compiles; "auto" on CUDA
-    only, where the step is memory-bound (on CPU the fused one saves under 1 ms per ResNet-20 step against a
-    one-off compile of tens of seconds, see benchmarks/RESULTS.md); False (the default until the CUDA path
-    has been run on a GPU: it is only tested on CPU) never. Buckets it cannot take (non-contiguous or storage-sharing params,
-    fewer than 4 elements, a failed compile: one warning) use the multi-tensor step. The fused noise stream
-    differs from the generator's, so a checkpoint resumed on the other path starts a fresh stream (no
+    bucket, noise from a counter-based hash, tau for the weight update to first order from the old tau (one
+    exp per element instead of two; relative error drho^2 / 2, 5e-11 at the step sizes rho takes), and
+    the params turned into views of one flat buffer per bucket. `xi_storage` applies as above, except that
+    "auto" stores xi_prev in fp32 on CPU (12 B/param: there the step is compute-bound, a second Box-Muller
+    costs more than the memory traffic and fp16's conversions cost more than its 2 B saved) and recomputes
+    it from the hash elsewhere (8 B/param, m and rho only). True uses it
+    wherever it compiles; "auto" on CUDA only (on CPU it saves ~1 ms per ResNet-20 step against a one-off
+    compile of tens of seconds, see benchmarks/RESULTS.md); False (the default until the CUDA path has been
+    run on a GPU: it is only tested on CPU) never. Buckets it cannot take (non-contiguous or storage-sharing
+    params, fewer than 4 elements, a failed compile: one warning) use the multi-tensor step. The fused noise
+    stream differs from the generator's, so a checkpoint resumed on the other path starts a fresh stream (no
     xi_prev term at its first step).
     """
 
@@ -161,8 +166,6 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
             raise ValueError(f"xi_storage must be auto, regenerate, fp16, bf16 or fp32, got {xi_storage!r}")
         if fused not in (True, False, "auto"):
             raise ValueError(f"fused must be True, False or 'auto', got {fused!r}")
-        if fused is True and xi_storage in _XI_DTYPES:
-            raise ValueError(f"the fused step recomputes xi_prev; xi_storage={xi_storage!r} needs fused=False")
         self.n_data = n_data
         self.temperature = resolve_temperature(temperature, n_data)
         self.seed = int(seed)
@@ -268,7 +271,9 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
                 ]
                 if b.flat is not None:
                     w = b.params[0]
-                    if b.extras and not fused_kernel.available(w.device, w.dtype, b.flat.rho.dtype, lam=True):
+                    xi_dtype = b.flat.xi.dtype if b.flat.xi is not None else None
+                    rho_dtype = b.flat.rho.dtype
+                    if b.extras and not fused_kernel.available(w.device, w.dtype, rho_dtype, True, xi_dtype):
                         b.flat = None
                     else:
                         b.flat.set_decay(b.group["weight_decay"], b.extras)
@@ -289,22 +294,25 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
             )
             key = f"{gi}|{place}|{str(dtype).removeprefix('torch.')}"
             numel = sum(p.numel() for p in params)
-            fuse = self._fusable(device, dtype, params, ours)
-            # Fused buckets get padded buffers (the kernel splits them in halves) and no stored xi.
+            fuse = self._fusable(device, dtype, params, ours, self._xi_dtype(device, fused=True))
+            xi_dtype = self._xi_dtype(device, fused=fuse)
+            # Fused buckets get padded buffers: the kernel splits them in halves.
             size = fused_kernel.padded_numel(numel) if fuse else numel
             rho_dtype = self.rho_dtype or dtype
             momentum_full = torch.zeros(size, device=device, dtype=dtype)
             rho_full = torch.zeros(size, device=device, dtype=rho_dtype) if fuse or group["noise"] else None
             momentum = momentum_full[:numel]
             rho, generator, xi = None, None, None
+            # A fused bucket without noise gets the same (zero, unused) buffers as one with noise, so both run
+            # one compiled variant; only buckets with noise keep rho and xi as state.
+            xi_full = torch.zeros(size, device=device, dtype=xi_dtype) if xi_dtype is not None and fuse else None
             if group["noise"]:
                 assert rho_full is not None
                 rho = rho_full[:numel]
                 generator = torch.Generator(device=device)
                 generator.manual_seed(_bucket_seed(self.seed, key))
-                xi_dtype = None if fuse else self._xi_dtype(device)
-                if xi_dtype is not None:
-                    xi = torch.zeros(numel, device=device, dtype=xi_dtype)  # xi_prev = 0 before any draw
+                if xi_dtype is not None:  # xi_prev = 0 before any draw
+                    xi = torch.zeros(numel, device=device, dtype=xi_dtype) if xi_full is None else xi_full[:numel]
             flats = {"momentum_buffer": momentum, "rho": rho, "xi": xi}
             views = {name: _views(flat, params) if flat is not None else [] for name, flat in flats.items()}
             for i, p in enumerate(params):
@@ -320,17 +328,19 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
             m_views, rho_views, xi_views = views.values()
             bucket = _Bucket(key, group, params, momentum, m_views, rho, rho_views, generator, xi, xi_views)
             if fuse:
-                assert rho_full is not None  # for a group without noise: zeros that keep tau at 0.5
-                bucket.flat = fused_kernel.FlatBucket(params, momentum_full, rho_full, _bucket_seed(self.seed, key))
+                assert rho_full is not None  # for a group without noise: zeros that keep tau at 0.5 (and no xi)
+                seed = _bucket_seed(self.seed, key)
+                bucket.flat = fused_kernel.FlatBucket(params, momentum_full, rho_full, seed, xi_full)
             buckets.append(bucket)
         return buckets
 
-    def _fusable(self, device: torch.device, dtype: torch.dtype, params: list[Tensor], ours: set[int]) -> bool:
+    def _fusable(
+        self, device: torch.device, dtype: torch.dtype, params: list[Tensor], ours: set[int],
+        xi_dtype: torch.dtype | None,
+    ) -> bool:
         """Whether a bucket of these params takes the fused step (see the class docstring); `ours` holds the
         storages of the flat buffers laid out before, whose views may be laid out again."""
         if self.fused is False or (self.fused == "auto" and device.type != "cuda"):
-            return False
-        if self.xi_storage in _XI_DTYPES:  # only with fused="auto": stored xi is the multi-tensor step's
             return False
         problem = fused_kernel.layout_problem(params, ours)
         if problem is not None:
@@ -338,12 +348,14 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
                 warnings.warn(f"fused AdaptiveSGHMC step not used for {len(params)} parameter(s): {problem}",
                               RuntimeWarning, stacklevel=4)
             return False
-        return fused_kernel.available(device, dtype, self.rho_dtype or dtype, lam=False)
+        return fused_kernel.available(device, dtype, self.rho_dtype or dtype, False, xi_dtype)
 
-    def _xi_dtype(self, device: torch.device) -> torch.dtype | None:
-        """Storage dtype of xi for a bucket on `device`, None to regenerate it."""
+    def _xi_dtype(self, device: torch.device, fused: bool) -> torch.dtype | None:
+        """Storage dtype of xi for a bucket on `device` (taking the fused step or not), None to regenerate it."""
         if self.xi_storage == "auto":
-            return torch.float16 if device.type == "cpu" else None
+            if device.type != "cpu":
+                return None
+            return torch.float32 if fused else torch.float16
         return _XI_DTYPES.get(self.xi_storage)
 
     # ---------------------------------------------------------------- the update
@@ -533,12 +545,14 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
     def state_nbytes(self) -> int:
         """Bytes of optimizer state (flat buffers, extras, masks, generator states), each storage once.
 
-        Fused buckets add their per-element decay (while extra decay is set) and, without noise, the zero rho.
+        Fused buckets add their per-element decay (while extra decay is set) and, without noise, the zero rho
+        and the unused xi that let them share the compiled variant of those with noise.
         """
         tensors = [v for state in self.state.values() for v in state.values() if isinstance(v, Tensor)]
         for b in self._buckets or []:
             if b.flat is not None:
-                tensors += [t for t in (b.flat.lam, None if b.rho is not None else b.flat.rho) if t is not None]
+                quiet = (b.flat.rho, b.flat.xi) if b.rho is None else ()
+                tensors += [t for t in (b.flat.lam, *quiet) if t is not None]
         seen = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
         return sum(seen.values()) + sum(s.numel() for s in self._xi_states.values())
 
