@@ -6,8 +6,8 @@
 #   3. a CUDA training run of the ResNet-20 CIFAR-10 recipe with bf16 autocast and channels_last, on
 #      50,000 synthetic images in the real CIFAR pickle format (the device machine has no datasets): images/s;
 #   4. ONNX export of that CUDA-trained, pruned run, verified against PyTorch with onnxruntime;
-#   5. the same training with the fused optimizer step (`method.fused=true`) and contiguous weights (the fused
-#      layout needs contiguous parameters, so under channels_last it would leave the convolutions alone).
+#   5. the same training with the fused optimizer step (`method.fused=true`; channels_last conv weights are
+#      fused in their memory order).
 # Logs and the run's summary land in OUT (flat: the device tool returns at most 8 files, 2 folders deep).
 #
 # The machine's image has torch (2.11 there, not our pinned 2.14.1) but not all of our dependencies, so
@@ -75,6 +75,6 @@ fi
 rm -rf /tmp/gpu-check-fused
 step train_fused 200 "$PY" -m compressor train recipes/resnet20_cifar10.yaml --no-tui --device "$DEVICE" \
   --out /tmp/gpu-check-fused --set "data.root=$data" --set train.epochs=$epochs --set train.amp=true \
-  --set method.fused=true --set method.warmup_epochs=1 --set method.cycles=1 \
+  --set train.channels_last=true --set method.fused=true --set method.warmup_epochs=1 --set method.cycles=1 \
   --set method.samples_per_cycle=1 --set prune.start_epoch=1 --set prune.target_epoch=$((epochs - 1))
 exit "$status"

@@ -821,12 +821,17 @@ def test_fused_extra_decay_and_keep_mask_by_hand(device: str) -> None:
     assert opt.state_nbytes() == per_element * fused.padded_numel(w0.numel()) + 4 * (41 + 41)
 
 
-@pytest.mark.parametrize("nesterov", [False, True])
-def test_fused_step_tracks_the_multi_tensor_step(nesterov: bool) -> None:
+@pytest.mark.parametrize(("nesterov", "channels_last"), [(False, False), (True, False), (False, True)])
+def test_fused_step_tracks_the_multi_tensor_step(nesterov: bool, channels_last: bool) -> None:
     """Without noise (T = 1e-30) the two paths are the same deterministic recursion: weights and state agree
     to rounding over 30 steps, with the engine's two groups (BatchNorm/bias: no noise, no rho), an extra decay,
-    a keep mask and the preconditioner's entropy drift. CPU defaults to the multi-tensor step."""
+    a keep mask and the preconditioner's entropy drift. CPU defaults to the multi-tensor step. A channels_last
+    conv weight (and its channels_last gradient) is fused too: its flat view, state views and the flattened
+    gradient all follow its memory order, so a mix-up of element orders would break the agreement."""
     nets = [_small_net(), _small_net()]
+    if channels_last:
+        nets = [net.to(memory_format=torch.channels_last) for net in nets]
+        assert not nets[0][0].weight.is_contiguous()
     opts = []
     for net, fused_step in zip(nets, (False, True), strict=True):
         opt = AdaptiveSGHMC(_groups(net), n_data=500, lr=0.05, beta1=0.9, eta=0.1, temperature=1e-30,
@@ -836,6 +841,10 @@ def test_fused_step_tracks_the_multi_tensor_step(nesterov: bool) -> None:
         _train(net, opt, 30)
         opts.append(opt)
     assert opts[1].fused_active and not _make_opt(_small_net()).fused_active
+    assert all(bucket.flat is not None for bucket in opts[1]._ensure_buckets())
+    conv = nets[1][0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) == channels_last  # the layout is kept
+    assert opts[1].state[conv]["momentum_buffer"].stride() == conv.stride()
     for pa, pb in zip(*(net.parameters() for net in nets), strict=True):
         _assert_close(pb.detach(), pa.detach(), rtol=1e-4, atol=1e-6)
         for key, value in opts[1].state[pb].items():  # m, rho, extra decay, keep; xi: different streams

@@ -225,8 +225,8 @@ def layout_problem(params: list[Tensor], ours: set[int]) -> str | None:
     """Why these params (one device and dtype) cannot become views of one flat buffer, or None if they can.
 
     Each must own its storage exactly, so that no other tensor silently stops aliasing it, or live in one of
-    `ours` (the data pointers of this optimizer's current flat buffers); and be contiguous, so that the flat
-    order is theirs and their gradients'.
+    `ours` (the data pointers of this optimizer's current flat buffers); and be dense in some order of its
+    dims (contiguous, channels_last, ...), which its view of the flat buffer keeps (`layout_views`).
     """
     first = params[0]
     numel = sum(p.numel() for p in params)
@@ -236,8 +236,8 @@ def layout_problem(params: list[Tensor], ours: set[int]) -> str | None:
         return f"dtype {first.dtype}"
     if not 4 <= numel < 2**32:
         return f"{numel} elements (4 to 2^32 - 1 only)"
-    if not all(p.is_contiguous() for p in params):
-        return "a non-contiguous parameter (e.g. channels_last)"
+    if any(memory_order(p) is None for p in params):
+        return "a parameter that is not dense in memory (overlapping or strided)"
     seen: set[int] = set()
     for p in params:
         storage = p.untyped_storage()
@@ -247,6 +247,31 @@ def layout_problem(params: list[Tensor], ours: set[int]) -> str | None:
             return "parameters that share storage with each other or with other tensors"
         seen.add(storage.data_ptr())
     return None
+
+
+def memory_order(t: Tensor) -> tuple[int, ...] | None:
+    """The order of dims in which `t` is laid out densely (identity when contiguous, (0, 2, 3, 1) for a
+    channels_last conv weight), or None when no order is (overlapping or strided memory)."""
+    if t.is_contiguous():
+        return tuple(range(t.dim()))
+    order = tuple(sorted(range(t.dim()), key=lambda d: -t.stride(d)))
+    return order if t.permute(order).is_contiguous() else None
+
+
+def layout_views(flat: Tensor, params: list[Tensor]) -> list[Tensor]:
+    """Consecutive views of `flat`, one per param, each with that param's shape and memory layout, so that
+    element k of a param's memory is element offset + k of `flat` for the param, its state and its gradient
+    alike. All contiguous: the one C++ call `_unflatten_dense_tensors`."""
+    orders = [memory_order(p) for p in params]
+    if all(order == tuple(range(p.dim())) for order, p in zip(orders, params, strict=True)):
+        return list(_unflatten_dense_tensors(flat[: sum(p.numel() for p in params)], params))
+    views, offset = [], 0
+    for p, order in zip(params, orders, strict=True):
+        assert order is not None, "layout_problem() rules out params that are not dense"
+        chunk = flat[offset : offset + p.numel()].view([p.shape[d] for d in order])
+        views.append(chunk.permute(sorted(range(p.dim()), key=order.__getitem__)))
+        offset += p.numel()
+    return views
 
 
 def _halves(flat: Tensor) -> Halves:
@@ -274,6 +299,8 @@ class FlatBucket:
         self.rho = rho
         self.pad = torch.zeros(momentum.numel() - self.numel, device=momentum.device, dtype=momentum.dtype)
         self.ptrs = [p.data_ptr() for p in params]
+        # Gradients are flattened in each param's memory order (a permuted view of a channels_last grad).
+        self.orders = [(i, order) for i, p in enumerate(params) if (order := memory_order(p)) != tuple(range(p.dim()))]
         self.lam: Tensor | None = None
         self.xi = xi
         self._w, self._m, self._rho = _halves(self.weights), _halves(momentum), _halves(rho)
@@ -290,7 +317,7 @@ class FlatBucket:
             self.lam, self._lam = None, None
             return
         lam = torch.full_like(self.weights, wd)
-        views = _unflatten_dense_tensors(lam[: self.numel], self.params)
+        views = layout_views(lam, self.params)
         for i, extra in extras:
             views[i].add_(extra)
         self.lam, self._lam = lam, _halves(lam)
@@ -313,6 +340,10 @@ class FlatBucket:
     ) -> None:
         """One update with xi of step `counter`; xi_prev of step `prev`, or the stored xi when there is one
         (None: no previous draw, no term)."""
+        if self.orders:
+            grads = list(grads)
+            for i, order in self.orders:
+                grads[i] = grads[i].permute(order)
         flat = _flatten_dense_tensors([*grads, self.pad] if self.pad.numel() else grads)
         keys = step_keys(self.seed, counter)
         prev_keys = keys if prev is None else step_keys(self.seed, prev)
@@ -333,7 +364,7 @@ def _adopt(params: list[Tensor], size: int) -> Tensor:
         return existing
     first = params[0]
     flat = torch.zeros(size, device=first.device, dtype=first.dtype)
-    views = _unflatten_dense_tensors(flat[: sum(p.numel() for p in params)], params)
+    views = layout_views(flat, params)
     for p, view in zip(params, views, strict=True):
         view.copy_(p.detach())
         p.data = view

@@ -134,7 +134,7 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
     it from the hash elsewhere (8 B/param, m and rho only). True uses it
     wherever it compiles; "auto" on CUDA only (on CPU it saves ~1 ms per ResNet-20 step against a one-off
     compile of tens of seconds, see benchmarks/RESULTS.md); False (the default until the CUDA path has been
-    run on a GPU: it is only tested on CPU) never. Buckets it cannot take (non-contiguous or storage-sharing
+    run on a GPU: it is only tested on CPU) never. Buckets it cannot take (params not dense in memory, storage-sharing
     params, fewer than 4 elements, a failed compile: one warning) use the multi-tensor step. The fused noise
     stream differs from the generator's, so a checkpoint resumed on the other path starts a fresh stream (no
     xi_prev term at its first step).
@@ -314,7 +314,8 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
                 if xi_dtype is not None:  # xi_prev = 0 before any draw
                     xi = torch.zeros(numel, device=device, dtype=xi_dtype) if xi_full is None else xi_full[:numel]
             flats = {"momentum_buffer": momentum, "rho": rho, "xi": xi}
-            views = {name: _views(flat, params) if flat is not None else [] for name, flat in flats.items()}
+            view = fused_kernel.layout_views if fuse else _views  # fused: element order is the params' memory's
+            views = {name: view(flat, params) if flat is not None else [] for name, flat in flats.items()}
             for i, p in enumerate(params):
                 state = self.state[p]
                 # Existing (or just loaded) per-param tensors move into the flat buffers.
@@ -537,7 +538,7 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
         if not b.masks:
             return tau
         live = torch.ones_like(tau, dtype=torch.bool)
-        live_views = _views(live, b.params)
+        live_views = (_views if b.flat is None else fused_kernel.layout_views)(live, b.params)
         for i, keep in b.masks:
             live_views[i].copy_(keep.expand_as(live_views[i]) != 0)
         return tau[live]
