@@ -29,7 +29,7 @@ import onnxruntime as ort
 import torch
 from torch import Tensor, nn
 
-from compressor.engine.metrics import count_macs
+from compressor.metrics import count_macs
 from compressor.export import onnx as X
 from compressor.models import create_model
 from compressor.prune.budget import select_for_target

@@ -31,7 +31,7 @@ from collections.abc import Callable
 import torch
 
 from compressor.bayes import AdaptiveSGHMC, fused
-from compressor.engine.method import split_decay
+from compressor.methods.base import split_decay
 from compressor.models import create_model
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from compressor.engine.events import Event
+from compressor.events import Event
 from compressor.engine.trainer import run
 from compressor.recipe import Recipe, load_recipe
 from compressor.sinks.console import ConsoleSink

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from compressor.engine.events import Event
+from compressor.events import Event
 from compressor.errors import CompressorError, RecipeError, RunDirError
 from compressor.recipe import MethodConfig, Recipe, Section, apply_overrides, parse_override, validate_recipe
 
@@ -421,7 +421,7 @@ def write_board(
 ) -> dict[str, Any]:
     """leaderboard.json and leaderboard.md from every run finished so far (after each run), and the plots
     (at the end, also of a stopped compare: drawing them takes longer than a tiny run)."""
-    from compressor.engine.rundir import write_json
+    from compressor.storage.rundir import write_json
 
     kinds = {name: kind for (name, _), (_, kind) in plans.items()}
     rows = [aggregate(name, kinds[name], runs) for name, runs in results.items() if runs]

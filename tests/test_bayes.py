@@ -911,7 +911,7 @@ def test_fused_checkpoints_move_between_the_paths() -> None:
 
 @pytest.mark.parametrize("value", ["auto", True, False])
 def test_recipe_key_method_fused_reaches_the_optimizer(value: str | bool, tmp_path: Path) -> None:
-    from compressor.engine.method import TrainContext, create_method
+    from compressor.methods.base import TrainContext, create_method
     from compressor.recipe import AVBConfig, PruneConfig
 
     net = _small_net()

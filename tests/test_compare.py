@@ -26,10 +26,10 @@ from compressor.compare import (
     pareto_front,
     run_compare,
 )
-from compressor.engine.checkpoint import load_checkpoint
+from compressor.storage.checkpoint import load_checkpoint
 from compressor.engine.trainer import build_session, run
 from compressor.errors import RecipeError
-from compressor.prune.baselines.gmp import cubic_sparsity
+from compressor.methods.baselines.gmp import cubic_sparsity
 from compressor.prune.groups import build_groups
 from compressor.prune.shrink import shrink
 from compressor.recipe import validate_recipe

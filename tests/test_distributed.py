@@ -22,7 +22,7 @@ import torch
 import torch.multiprocessing as mp
 import yaml
 
-from compressor.engine.checkpoint import load_checkpoint
+from compressor.storage.checkpoint import load_checkpoint
 from compressor.engine.distributed import GlobalBatchSampler, Ranks, state_digest
 from compressor.engine.trainer import run
 from compressor.errors import RecipeError

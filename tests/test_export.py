@@ -15,11 +15,11 @@ from torch import nn
 from typer.testing import CliRunner
 
 from compressor.cli import app
-from compressor.engine import metrics as M
-from compressor.engine.checkpoint import load_checkpoint, save_checkpoint
+from compressor import metrics as M
+from compressor.storage.checkpoint import load_checkpoint, save_checkpoint
 from compressor.engine.trainer import build_session
 from compressor.export import onnx as X
-from compressor.export.modelfile import evaluate_model_file, load_model_file
+from compressor.storage.modelfile import evaluate_model_file, load_model_file
 from compressor.export.pipeline import ExportOptions, export_run
 from compressor.models import create_model
 from compressor.prune.groups import build_groups, channel_widths

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from compressor.engine.checkpoint import load_checkpoint
+from compressor.storage.checkpoint import load_checkpoint
 from compressor.engine.trainer import build_session, run
 from compressor.prune.groups import build_groups
 from compressor.prune.shrink import rebuild, shrink

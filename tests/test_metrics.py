@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from compressor.engine.metrics import classification_metrics, count_macs, count_params, reliability_bins
+from compressor.metrics import classification_metrics, count_macs, count_params, reliability_bins
 
 
 def test_ece_nll_brier_on_constructed_example() -> None:
@@ -47,7 +47,7 @@ def test_param_and_mac_counts() -> None:
 
 
 def test_layer_macs_equals_flop_counter_on_resnet() -> None:
-    from compressor.engine.metrics import layer_macs, output_positions
+    from compressor.metrics import layer_macs, output_positions
     from compressor.models import create_model
 
     model = create_model("resnet20", num_classes=10, input_shape=(3, 16, 16))

@@ -26,9 +26,9 @@ from typer.testing import CliRunner
 
 from compressor.cli import app
 from compressor.engine import trainer
-from compressor.engine.checkpoint import load_checkpoint, save_checkpoint
+from compressor.storage.checkpoint import load_checkpoint, save_checkpoint
 from compressor.engine.distributed import state_digest
-from compressor.engine.rundir import read_jsonl
+from compressor.storage.rundir import read_jsonl
 from compressor.engine.trainer import run
 from compressor.recipe import validate_recipe
 

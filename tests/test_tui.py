@@ -19,8 +19,8 @@ from textual.pilot import Pilot
 from typer.testing import CliRunner
 
 from compressor.cli import app as cli
-from compressor.engine.events import Event, Pruned, RunStarted, StepDone
-from compressor.engine.rundir import read_jsonl
+from compressor.events import Event, Pruned, RunStarted, StepDone
+from compressor.storage.rundir import read_jsonl
 from compressor.engine.trainer import run
 from compressor.errors import TrainingDiverged
 from compressor.recipe import load_recipe

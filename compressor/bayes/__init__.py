@@ -1,14 +1,6 @@
-"""Bayesian training: the adaptive SGHMC optimizer, its schedules, and the spike-and-slab E-step."""
+"""Bayesian machinery without model knowledge: the adaptive SGHMC optimizer, its temperature, and the
+spike-and-slab E-step on group statistics (docs/algorithm.md, sections 1 and 3)."""
 
-from compressor.bayes.schedule import (
-    constant,
-    cosine,
-    cycle_of,
-    cyclical_cosine,
-    is_sample_epoch,
-    resolve_temperature,
-    step_decay,
-)
 from compressor.bayes.sghmc import AdaptiveSGHMC
 from compressor.bayes.spike_slab import (
     PiChoice,
@@ -21,23 +13,19 @@ from compressor.bayes.spike_slab import (
     spike_statistic,
     update_pi,
 )
+from compressor.bayes.temperature import TEMPERATURE_NAMES, resolve_temperature
 
 __all__ = [
+    "TEMPERATURE_NAMES",
     "AdaptiveSGHMC",
     "PiChoice",
-    "constant",
-    "cosine",
-    "cycle_of",
-    "cyclical_cosine",
     "group_decay",
     "hard_slab",
-    "is_sample_epoch",
     "pi_for_budget",
     "ramp",
     "resolve_temperature",
     "slab_probability",
     "slab_threshold",
     "spike_statistic",
-    "step_decay",
     "update_pi",
 ]

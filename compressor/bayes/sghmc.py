@@ -41,7 +41,7 @@ from torch import Tensor
 from torch._utils import _unflatten_dense_tensors
 
 from compressor.bayes import fused as fused_kernel
-from compressor.bayes.schedule import resolve_temperature
+from compressor.bayes.temperature import resolve_temperature
 
 XiStorage = Literal["auto", "regenerate", "fp16", "bf16", "fp32"]
 Fused = bool | Literal["auto"]

@@ -7,8 +7,8 @@ from typing import Any
 
 import yaml
 
-from compressor.engine import metrics as M
-from compressor.engine.checkpoint import load_checkpoint
+from compressor import metrics as M
+from compressor.storage.checkpoint import load_checkpoint
 from compressor.engine.trainer import build_session, resolve_device
 from compressor.errors import RunDirError
 from compressor.recipe import apply_overrides, validate_recipe
@@ -17,7 +17,7 @@ from compressor.recipe import apply_overrides, validate_recipe
 def evaluate_run(run_dir: Path, overrides: list[str], device: str = "auto") -> dict[str, Any]:
     run_dir = Path(run_dir)
     if run_dir.suffix == ".pt" and run_dir.is_file():  # a model written by `compressor export`
-        from compressor.export.modelfile import evaluate_model_file
+        from compressor.storage.modelfile import evaluate_model_file
 
         return evaluate_model_file(run_dir, overrides, device)
     recipe_path = run_dir / "recipe.yaml"

@@ -28,12 +28,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
-from compressor.engine import metrics as M
-from compressor.engine.checkpoint import load_checkpoint, save_checkpoint
+from compressor import metrics as M
+from compressor.storage.checkpoint import load_checkpoint, save_checkpoint
 from compressor.engine.distributed import GlobalBatchSampler, Ranks, process_group
-from compressor.engine.events import EpochEnd, Event, Log, RunFinished, RunStarted, StepDone
-from compressor.engine.method import Method, TrainContext, create_method
-from compressor.engine.rundir import JsonlWriter, create_run_dir, write_json
+from compressor.events import EpochEnd, Event, Log, RunFinished, RunStarted, StepDone
+from compressor.methods.base import Method, TrainContext, create_method
+from compressor.storage.rundir import JsonlWriter, create_run_dir, write_json
 from compressor.errors import RunDirError, TrainingDiverged
 from compressor.recipe import Recipe, resolved_yaml, validate_recipe
 

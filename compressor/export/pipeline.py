@@ -21,10 +21,10 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from compressor.engine import metrics as M
+from compressor import metrics as M
 from compressor.errors import ExportError
 from compressor.export import onnx as X
-from compressor.export.modelfile import model_file_payload
+from compressor.storage.modelfile import model_file_payload
 from compressor.export.prepare import (
     CHECKPOINT_FORMS,
     Ensemble,

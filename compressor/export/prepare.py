@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from compressor.engine.checkpoint import load_checkpoint
+from compressor.storage.checkpoint import load_checkpoint
 from compressor.engine.trainer import Session, build_session
 from compressor.errors import ExportError, RunDirError
 from compressor.recipe import Recipe, apply_overrides, validate_recipe

@@ -32,10 +32,10 @@ from compressor.bayes import (
     slab_probability,
     update_pi,
 )
-from compressor.engine.checkpoint import atomic_torch_save
-from compressor.engine.events import EStep, Event, Log, Pruned, SampleCollected
-from compressor.engine.method import Method, Predict, TrainContext, register_method, split_decay
-from compressor.engine.metrics import classification_metrics
+from compressor.storage.checkpoint import atomic_torch_save
+from compressor.events import EStep, Event, Log, Pruned, SampleCollected
+from compressor.methods.base import Method, Predict, TrainContext, register_method, split_decay
+from compressor.metrics import classification_metrics
 from compressor.methods.sgd import dense_lr
 from compressor.prune.budget import bisect_share, remaining_cost
 

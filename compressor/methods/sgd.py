@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from compressor.engine.method import Method, TrainContext, register_method, split_decay
+from compressor.methods.base import Method, TrainContext, register_method, split_decay
 
 
 def dense_lr(schedule: str, base: float, global_step: int, ctx: TrainContext,

@@ -22,7 +22,7 @@ def remaining_cost(
 ) -> float:
     """MACs or parameters of `model` with `pruned` removed, measured on the shrunk copy (what a target is
     defined on); channel counts, and anything of masked-only granularities, come from the per-group costs."""
-    from compressor.engine.metrics import layer_macs, output_positions
+    from compressor.metrics import layer_macs, output_positions
     from compressor.prune.shrink import shrink
 
     if kind == "channels" or not groups.removable:

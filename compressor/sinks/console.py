@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from compressor.engine.events import (
+from compressor.events import (
     EpochEnd,
     EStep,
     Event,

@@ -19,8 +19,8 @@ from textual.containers import Grid, VerticalScroll
 from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
-from compressor.engine.events import Event, RunStarted, StepDone
-from compressor.engine.rundir import read_jsonl
+from compressor.events import Event, RunStarted, StepDone
+from compressor.storage.rundir import read_jsonl
 from compressor.errors import CompressorError, RunDirError
 from compressor.tui.messages import EngineEvent, EventBatch, StepProgress
 from compressor.tui.source import MetricsTail

@@ -10,7 +10,7 @@ import time
 
 from textual.message import Message
 
-from compressor.engine.events import Event, StepDone
+from compressor.events import Event, StepDone
 
 
 class EngineEvent(Message):

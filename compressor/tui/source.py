@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from compressor.engine.events import Event
+from compressor.events import Event
 from compressor.tui.state import event_from_record
 
 

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from compressor.engine.events import (
+from compressor.events import (
     EpochEnd,
     EStep,
     Event,

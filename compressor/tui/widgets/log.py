@@ -9,7 +9,7 @@ from rich.text import Text
 from textual import events
 from textual.widgets import RichLog
 
-from compressor.engine.events import (
+from compressor.events import (
     EpochEnd,
     EStep,
     Event,

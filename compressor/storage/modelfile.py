@@ -85,7 +85,7 @@ def load_model_file(path: Path) -> tuple[dict[str, Any], list[nn.Module]]:
 def evaluate_model_file(path: Path, overrides: list[str], device: str = "auto") -> dict[str, Any]:
     """Score an exported model on its run's evaluation split (the stored recipe, plus --set overrides);
     a --bma export averages its samples' softmax, like the ONNX graph does."""
-    from compressor.engine import metrics as M
+    from compressor import metrics as M
     from compressor.engine.trainer import build_session, resolve_device
     from compressor.recipe import apply_overrides, validate_recipe
 

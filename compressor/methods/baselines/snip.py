@@ -11,9 +11,9 @@ from typing import Any
 import torch_pruning as tp
 from torch import Tensor
 
-from compressor.engine.events import Event
-from compressor.engine.method import Method, TrainContext, register_method
-from compressor.prune.baselines.common import GroupScorer, StructuredBaseline, UnstructuredBaseline
+from compressor.events import Event
+from compressor.methods.base import Method, TrainContext, register_method
+from compressor.methods.baselines.common import GroupScorer, StructuredBaseline, UnstructuredBaseline
 
 
 @register_method("snip")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from compressor.engine.method import register_method
-from compressor.prune.baselines.common import StructuredBaseline
+from compressor.methods.base import register_method
+from compressor.methods.baselines.common import StructuredBaseline
 
 
 @register_method("random")

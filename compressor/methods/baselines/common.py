@@ -19,8 +19,8 @@ import torch_pruning as tp
 from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvNd
 
-from compressor.engine.events import Event, Log, Pruned
-from compressor.engine.method import TrainContext
+from compressor.events import Event, Log, Pruned
+from compressor.methods.base import TrainContext
 from compressor.errors import RecipeError
 from compressor.methods.sgd import SGDMethod
 from compressor.prune.budget import select_for_target

@@ -1,4 +1,4 @@
-"""Step-size (C2) schedules, cycle bookkeeping for posterior sampling, and the temperature setting.
+"""Step-size schedules (SGD's lr, the sampler's C2) and cycle bookkeeping for posterior sampling.
 
 All schedules are pure functions of the global step, so a resumed run recomputes the same C2 without
 saving scheduler state.
@@ -10,7 +10,6 @@ import bisect
 import math
 from collections.abc import Sequence
 
-TEMPERATURE_NAMES = ("1/N", "1/sqrt(N)")
 
 
 def _check_steps(step: int, total_steps: int) -> None:
@@ -89,23 +88,3 @@ def is_sample_epoch(epoch: int, epochs: int, cycles: int, samples_per_cycle: int
     cycle = _epoch_cycle(epoch, epochs, cycles)
     last_epoch_of_cycle = (cycle + 1) * epochs // cycles - 1
     return last_epoch_of_cycle - epoch < samples_per_cycle
-
-
-def resolve_temperature(spec: float | str, n_data: int) -> float:
-    """Turn a recipe's temperature ("1/N", "1/sqrt(N)" or a positive number) into T.
-
-    "1/sqrt(N)" is the scale at which the mean-loss parameterisation samples near the posterior
-    (T_eff = 1 still needs tau*C chosen to match, see `AdaptiveSGHMC`); "1/N" is effectively cold.
-    """
-    if n_data <= 0:
-        raise ValueError(f"n_data must be positive, got {n_data}")
-    if isinstance(spec, str):
-        key = spec.replace(" ", "")
-        if key == "1/N":
-            return 1.0 / n_data
-        if key == "1/sqrt(N)":
-            return 1.0 / math.sqrt(n_data)
-        raise ValueError(f"unknown temperature {spec!r}; use one of {TEMPERATURE_NAMES} or a positive number")
-    if isinstance(spec, bool) or not isinstance(spec, int | float) or not math.isfinite(spec) or spec <= 0:
-        raise ValueError(f"temperature must be {TEMPERATURE_NAMES} or a positive number, got {spec!r}")
-    return float(spec)

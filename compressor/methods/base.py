@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from compressor.engine.events import Event
+from compressor.events import Event
 
 METHODS: dict[str, type[Method]] = {}
 

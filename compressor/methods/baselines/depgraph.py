@@ -17,8 +17,8 @@ import torch
 import torch_pruning as tp
 from torch import Tensor
 
-from compressor.engine.method import TrainContext, register_method
-from compressor.prune.baselines.common import GroupScorer, StructuredBaseline
+from compressor.methods.base import TrainContext, register_method
+from compressor.methods.baselines.common import GroupScorer, StructuredBaseline
 
 
 @register_method("depgraph")

@@ -1,6 +1,6 @@
 """Baseline pruning schemes for `compressor compare`, one file each; importing this package registers them."""
 
-from compressor.prune.baselines import (  # noqa: F401
+from compressor.methods.baselines import (  # noqa: F401
     depgraph,
     gmp,
     l1_filter,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from compressor.engine.events import Event
-from compressor.engine.method import TrainContext, register_method
-from compressor.prune.baselines.common import UnstructuredBaseline, prune_epoch
+from compressor.events import Event
+from compressor.methods.base import TrainContext, register_method
+from compressor.methods.baselines.common import UnstructuredBaseline, prune_epoch
 
 
 @register_method("magnitude")

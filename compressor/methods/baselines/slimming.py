@@ -13,8 +13,8 @@ import torch_pruning as tp
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from compressor.engine.method import TrainContext, register_method
-from compressor.prune.baselines.common import GroupScorer, StructuredBaseline
+from compressor.methods.base import TrainContext, register_method
+from compressor.methods.baselines.common import GroupScorer, StructuredBaseline
 
 
 @register_method("slimming")
