@@ -29,11 +29,11 @@ import onnxruntime as ort
 import torch
 from torch import Tensor, nn
 
-from compressor.metrics import count_macs
 from compressor.export import onnx as X
+from compressor.metrics import count_macs
 from compressor.models import create_model
+from compressor.prune import GroupSet, build_groups
 from compressor.prune.budget import select_for_target
-from compressor.prune.groups import GroupSet, build_groups
 from compressor.prune.shrink import shrink
 
 SHAPE = (3, 32, 32)

@@ -31,7 +31,7 @@ from collections.abc import Callable
 import torch
 
 from compressor.bayes import AdaptiveSGHMC, fused
-from compressor.methods.base import split_decay
+from compressor.methods import param_groups
 from compressor.models import create_model
 
 
@@ -72,13 +72,11 @@ def _optimizers(model: torch.nn.Module, device: torch.device) -> dict[str, torch
     def sghmc(engine_groups: bool = False, extra_decay: bool = False, **kw: object) -> AdaptiveSGHMC:
         params = _clone_params(model, device, 0)
         groups: list[dict[str, object]] = [{"params": params}]
-        if engine_groups:  # as compressor.methods.bayesian builds them: no prior or noise on BatchNorm/bias
+        if engine_groups:  # as compressor.methods.avb builds them: no prior or noise on BatchNorm/bias
             by_id = {id(p): q for p, q in zip(model.parameters(), params, strict=True)}
-            decay, exempt = split_decay(model, decay_bn=False)
-            groups = [
-                {"params": [by_id[id(p)] for p in decay]},
-                {"params": [by_id[id(p)] for p in exempt], "weight_decay": 0.0, "noise": False},
-            ]
+            groups = param_groups(model, decay_bn=False, decayed={}, exempt={"weight_decay": 0.0, "noise": False})
+            for group in groups:
+                group["params"] = [by_id[id(p)] for p in group["params"]]
         opt = AdaptiveSGHMC(groups, n_data=50_000, lr=0.1, **kw)  # type: ignore[arg-type]
         if extra_decay:  # the E-step's per-channel decay on every weight of the first group
             for p in groups[0]["params"]:  # type: ignore[union-attr]

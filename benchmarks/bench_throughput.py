@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from compressor.engine.trainer import build_session, run
+from compressor.engine.session import build_session
+from compressor.engine.trainer import run
 from compressor.recipe import validate_recipe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))

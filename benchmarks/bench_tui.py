@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from compressor.events import Event
 from compressor.engine.trainer import run
+from compressor.events import Event
 from compressor.recipe import Recipe, load_recipe
 from compressor.sinks.console import ConsoleSink
 from compressor.tui.app import Dashboard

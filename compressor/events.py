@@ -1,4 +1,5 @@
-"""Plain dataclass events: the engine's only way of talking to sinks (jsonl, console, dashboard)."""
+"""Plain dataclass events: the engine's only way of talking to sinks (jsonl, console, dashboard), and their
+record form in metrics.jsonl both ways (`Event.to_dict`, `event_from_record`)."""
 
 from __future__ import annotations
 
@@ -109,3 +110,21 @@ class RunFinished(Event):
     run_dir: str
     summary: dict[str, Any]
     stopped_early: bool = False
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.kind: cls for cls in (RunStarted, StepDone, EpochEnd, Pruned, EStep, SampleCollected, Log, RunFinished)
+}
+
+
+def event_from_record(record: dict[str, Any]) -> Event | None:
+    """Rebuild an event from its metrics.jsonl record; unknown kinds and extra keys are ignored so an older
+    dashboard can still read a newer run."""
+    cls = EVENT_TYPES.get(str(record.get("event")))
+    if cls is None:
+        return None
+    names = {f.name for f in dataclasses.fields(cls)}
+    try:
+        return cls(**{k: v for k, v in record.items() if k in names})
+    except TypeError:  # a required field is missing: a record from an incompatible version
+        return None

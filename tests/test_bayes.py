@@ -19,24 +19,25 @@ from torch import nn
 
 from compressor.bayes import (
     AdaptiveSGHMC,
-    constant,
-    cosine,
-    cycle_of,
-    cyclical_cosine,
     fused,
     group_decay,
     hard_slab,
-    is_sample_epoch,
     pi_for_budget,
     ramp,
     resolve_temperature,
     slab_probability,
-    slab_threshold,
     spike_statistic,
-    step_decay,
     update_pi,
 )
-from compressor.bayes.sghmc import _bucket_seed
+from compressor.bayes.buckets import _bucket_seed
+from compressor.methods.schedule import (
+    constant,
+    cosine,
+    cycle_of,
+    cyclical_cosine,
+    is_sample_epoch,
+    step_decay,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -149,10 +150,15 @@ def test_slab_probability_is_stable_for_huge_groups() -> None:
     assert p.tolist() == [0.0, 0.0, 1.0, 1.0]
 
 
+def slab_threshold(m: torch.Tensor | int, pi: float) -> torch.Tensor | float:
+    """Mean square above which a group of size m is slab: q_g + logit(pi) = 0 solved for s (closed form)."""
+    logit = math.log(pi / (1 - pi))
+    return (math.log(LAM0 / LAM1) - 2.0 * logit / m) / (N_SPEC * (LAM0 - LAM1))
+
+
 def test_spec_worked_threshold() -> None:
-    """SPEC 2: N = 50,000, lambda1 = 5e-4, lambda0 = 0.1, pi = 1/2 -> slab iff mean square > 1.07e-3."""
-    thr = slab_threshold(1, n_data=N_SPEC, lambda1=LAM1, lambda0=LAM0, pi=0.5)
-    assert isinstance(thr, float)
+    """N = 50,000, lambda1 = 5e-4, lambda0 = 0.1, pi = 1/2 -> slab iff mean square > 1.07e-3."""
+    thr = slab_threshold(1, pi=0.5)
     assert thr == pytest.approx(math.log(0.04 / 2e-4) / (1 / 2e-4 - 1 / 0.04), rel=1e-12)
     assert thr == pytest.approx(1.065e-3, abs=1e-6)
     assert math.sqrt(thr) == pytest.approx(0.033, abs=5e-4)
@@ -162,9 +168,11 @@ def test_spec_worked_threshold() -> None:
     assert float(at) == pytest.approx(0.5, abs=1e-9)
     # A larger pi lowers the threshold, more so for small groups.
     m = torch.tensor([1, 10, 100])
-    thr_m = slab_threshold(m, n_data=N_SPEC, lambda1=LAM1, lambda0=LAM0, pi=0.9)
+    thr_m = slab_threshold(m.double(), pi=0.9)
     assert isinstance(thr_m, torch.Tensor)
     assert (thr_m < thr).all() and bool(thr_m[0] < thr_m[1] < thr_m[2])
+    at_m = slab_probability(thr_m, m, n_data=N_SPEC, lambda1=LAM1, lambda0=LAM0, pi=0.9)
+    assert torch.allclose(at_m, torch.full_like(at_m, 0.5), atol=1e-6)
 
 
 def test_hard_e_step_equals_probability_above_half() -> None:
@@ -175,7 +183,7 @@ def test_hard_e_step_equals_probability_above_half() -> None:
         kw = {"n_data": N_SPEC, "lambda1": LAM1, "lambda0": LAM0, "pi": pi}
         hard = hard_slab(s, m, **kw)
         assert torch.equal(hard, (slab_probability(s, m, **kw) > 0.5).double())
-        assert torch.equal(hard, (s > slab_threshold(m, **kw)).double())
+        assert torch.equal(hard, (s > slab_threshold(m.double(), pi)).double())
         assert 0 < int(hard.sum()) < 4000
 
 
@@ -911,8 +919,9 @@ def test_fused_checkpoints_move_between_the_paths() -> None:
 
 @pytest.mark.parametrize("value", ["auto", True, False])
 def test_recipe_key_method_fused_reaches_the_optimizer(value: str | bool, tmp_path: Path) -> None:
+    from compressor.config import PruneConfig
+    from compressor.methods.avb import AVBConfig
     from compressor.methods.base import TrainContext, create_method
-    from compressor.recipe import AVBConfig, PruneConfig
 
     net = _small_net()
     ctx = TrainContext(model=net, n_train=100, steps_per_epoch=2, epochs=1, device=torch.device("cpu"),

@@ -26,13 +26,14 @@ from compressor.compare import (
     pareto_front,
     run_compare,
 )
-from compressor.storage.checkpoint import load_checkpoint
-from compressor.engine.trainer import build_session, run
+from compressor.engine.session import build_session
+from compressor.engine.trainer import run
 from compressor.errors import RecipeError
 from compressor.methods.baselines.gmp import cubic_sparsity
-from compressor.prune.groups import build_groups
+from compressor.prune import build_groups
 from compressor.prune.shrink import shrink
 from compressor.recipe import validate_recipe
+from compressor.storage.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "quickstart.yaml"

@@ -22,11 +22,11 @@ import torch
 import torch.multiprocessing as mp
 import yaml
 
-from compressor.storage.checkpoint import load_checkpoint
 from compressor.engine.distributed import GlobalBatchSampler, Ranks, state_digest
 from compressor.engine.trainer import run
 from compressor.errors import RecipeError
 from compressor.recipe import validate_recipe
+from compressor.storage.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE: dict[str, Any] = {

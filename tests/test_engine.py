@@ -10,10 +10,10 @@ import torch
 from typer.testing import CliRunner
 
 from compressor.cli import app
-from compressor.storage.checkpoint import load_checkpoint, save_checkpoint
 from compressor.engine.trainer import run
 from compressor.errors import RunDirError
 from compressor.recipe import load_recipe
+from compressor.storage.checkpoint import load_checkpoint, save_checkpoint
 
 from .conftest import QUICK
 

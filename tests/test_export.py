@@ -14,17 +14,18 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from compressor.cli import app
 from compressor import metrics as M
-from compressor.storage.checkpoint import load_checkpoint, save_checkpoint
-from compressor.engine.trainer import build_session
+from compressor.cli import app
+from compressor.engine.evaluate import evaluate_run
+from compressor.engine.session import build_session
 from compressor.export import onnx as X
-from compressor.storage.modelfile import evaluate_model_file, load_model_file
 from compressor.export.pipeline import ExportOptions, export_run
 from compressor.models import create_model
-from compressor.prune.groups import build_groups, channel_widths
+from compressor.prune import build_groups, channel_widths
 from compressor.prune.shrink import pruned_spec, shrink
 from compressor.recipe import validate_recipe
+from compressor.storage.checkpoint import load_checkpoint, save_checkpoint
+from compressor.storage.modelfile import load_model_file
 
 from .conftest import QUICK, ROOT
 
@@ -186,7 +187,7 @@ def test_cli_export_writes_verified_files_with_report_and_metadata(
     # the PyTorch model beside it loads with weights_only, and `compressor eval` scores it the same
     _, (model,) = load_model_file(path.with_suffix(".pt"))
     assert M.count_params(model)[0] == report["params"]
-    assert evaluate_model_file(path.with_suffix(".pt"), [])["accuracy"] == pytest.approx(report["accuracy"], abs=1e-3)
+    assert evaluate_run(path.with_suffix(".pt"), [])["accuracy"] == pytest.approx(report["accuracy"], abs=1e-3)
 
     again = runner.invoke(app, ["export", str(pruned_run), "--onnx"])
     assert again.exit_code == 4 and "already exists" in one_error_line(again.output)
@@ -247,7 +248,7 @@ def test_bma_graph_averages_the_samples_softmax(pruned_run: Path, tmp_path: Path
     got = X.run(X.session(proto), x)
     assert np.abs(got - torch.stack(expected).mean(0).numpy()).max() <= 1e-4
     assert np.allclose(got.sum(axis=1), 1.0, atol=1e-5)
-    assert evaluate_model_file(tmp_path / "bma.pt", [])["accuracy"] == pytest.approx(report["accuracy"], abs=1e-3)
+    assert evaluate_run(tmp_path / "bma.pt", [])["accuracy"] == pytest.approx(report["accuracy"], abs=1e-3)
 
 
 def test_failed_verification_leaves_no_file(pruned_run: Path, tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ from typer.testing import CliRunner
 
 from compressor.cli import app
 from compressor.engine import trainer
-from compressor.recipe import EMMCMCConfig, Recipe, load_recipe
+from compressor.methods.emmcmc import EMMCMCConfig
+from compressor.recipe import Recipe, load_recipe
 
 from .conftest import write_cifar10
 

@@ -7,6 +7,7 @@ import still ties the two packages together, it only hides the knot until run ti
 from __future__ import annotations
 
 import ast
+import itertools
 from pathlib import Path
 
 import compressor
@@ -73,7 +74,7 @@ def test_no_import_cycle_between_subpackages() -> None:
     edges = import_edges()
     cycle = find_cycle(edges)
     if cycle is not None:
-        steps = [f"{a} -> {b} ({edges[(a, b)]})" for a, b in zip(cycle, cycle[1:], strict=False)]
+        steps = [f"{a} -> {b} ({edges[(a, b)]})" for a, b in itertools.pairwise(cycle)]
         raise AssertionError("import cycle: " + "; ".join(steps))
 
 

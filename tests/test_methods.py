@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from compressor.storage.checkpoint import load_checkpoint
-from compressor.engine.trainer import build_session, run
-from compressor.prune.groups import build_groups
+from compressor.engine.session import build_session
+from compressor.engine.trainer import run
+from compressor.prune import build_groups
 from compressor.prune.shrink import rebuild, shrink
 from compressor.recipe import load_recipe
+from compressor.storage.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -25,12 +25,12 @@ import yaml
 from typer.testing import CliRunner
 
 from compressor.cli import app
-from compressor.engine import trainer
-from compressor.storage.checkpoint import load_checkpoint, save_checkpoint
+from compressor.engine import guards
 from compressor.engine.distributed import state_digest
-from compressor.storage.rundir import read_jsonl
 from compressor.engine.trainer import run
 from compressor.recipe import validate_recipe
+from compressor.storage.checkpoint import load_checkpoint, save_checkpoint
+from compressor.storage.rundir import read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -228,12 +228,12 @@ def test_divergence_after_a_good_checkpoint_keeps_it(avb_recipe: Path, tmp_path:
 def test_full_disk_is_refused_before_anything_is_written(avb_recipe: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(trainer.shutil, "disk_usage", lambda p: usage._replace(free=8 << 20))
+    monkeypatch.setattr(guards.shutil, "disk_usage", lambda p: usage._replace(free=8 << 20))
     out = tmp_path / "runs"
     result = runner.invoke(app, ["train", str(avb_recipe), "--no-tui", "--out", str(out)])
     assert result.exit_code == 3
     line = one_line_error(result.output)
     assert f"{out}: only 8 MiB free, this run needs about" in line and "2 posterior samples" in line
     assert not out.exists() or not list(out.iterdir())
-    need, samples = trainer.checkpoint_bytes_needed(validate_recipe(AVB), torch.nn.Linear(1000, 1000))
+    need, samples = guards.checkpoint_bytes_needed(validate_recipe(AVB), torch.nn.Linear(1000, 1000))
     assert samples == 2 and need == 14 * 4 * (1000 * 1000 + 1000) + (1 << 20)

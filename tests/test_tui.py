@@ -19,14 +19,13 @@ from textual.pilot import Pilot
 from typer.testing import CliRunner
 
 from compressor.cli import app as cli
-from compressor.events import Event, Pruned, RunStarted, StepDone
-from compressor.storage.rundir import read_jsonl
 from compressor.engine.trainer import run
 from compressor.errors import TrainingDiverged
+from compressor.events import Event, Pruned, RunStarted, StepDone, event_from_record
 from compressor.recipe import load_recipe
+from compressor.storage.rundir import read_jsonl
 from compressor.tui.app import REDRAW_SECONDS, Dashboard, Job, train_with_dashboard
 from compressor.tui.messages import EngineEvent, StepProgress
-from compressor.tui.state import event_from_record
 from compressor.tui.widgets import (
     CurvePlot,
     EventLog,

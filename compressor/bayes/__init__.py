@@ -9,7 +9,6 @@ from compressor.bayes.spike_slab import (
     pi_for_budget,
     ramp,
     slab_probability,
-    slab_threshold,
     spike_statistic,
     update_pi,
 )
@@ -25,7 +24,6 @@ __all__ = [
     "ramp",
     "resolve_temperature",
     "slab_probability",
-    "slab_threshold",
     "spike_statistic",
     "update_pi",
 ]

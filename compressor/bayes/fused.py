@@ -1,8 +1,9 @@
 """One-pass AdaptiveSGHMC update for a flat bucket, compiled by torch.compile, with a counter-based Gaussian.
 
-The whole update of SPEC 1 (rho, m, w) is one elementwise function of (w, g, m, rho, lam, xi_prev, xi), so
-inductor turns it into one loop (C++ on CPU, Triton on CUDA) that reads w, g, m, rho once and writes w, m,
-rho once. The noise is computed inside that loop rather than drawn by a generator:
+The whole update of docs/algorithm.md#1-the-optimizer-adaptive-sghmc (rho, m, w) is one elementwise
+function of (w, g, m, rho, lam, xi_prev, xi), so inductor turns it into one loop (C++ on CPU, Triton on CUDA)
+that reads w, g, m, rho once and writes w, m, rho once. The noise is computed inside that loop rather than
+drawn by a generator:
 
     a = mix(p ^ base);  h1 = mix(a ^ k1(t));  h2 = mix(a ^ k2(t))          (int32, mix = lowbias32)
     (X_p, Y_p) = Box-Muller(h1, h2),   xi_t = [X_0 .. X_{H-1}, Y_0 .. Y_{H-1}]
@@ -133,7 +134,8 @@ def _update(
     look: float,
     drift: float,
 ) -> None:
-    """SPEC 1 on the two halves of a bucket; xi from keys (k1, k2), xi_prev from `xs` or else from (q1, q2).
+    """The update (docs/algorithm.md#1-the-optimizer-adaptive-sghmc) on the two halves of a bucket; xi from
+    keys (k1, k2), xi_prev from `xs` or else from (q1, q2).
 
     rho' = rho - (prior lam tau + data xi_prev g - entropy / tau);   tau = sigmoid(rho), 1/tau = 1 + exp(-rho)
     d = noise_scale xi - step (g + lam w);   m <- beta1 m + d;   w <- w + tau' (look m + drift d)

@@ -1,4 +1,5 @@
-"""Adaptive variational-Bayes optimizer: preconditioned SGHMC with a mirror-descent preconditioner (SPEC 1).
+"""Adaptive variational-Bayes optimizer: preconditioned SGHMC with a mirror-descent preconditioner
+(docs/algorithm.md#1-the-optimizer-adaptive-sghmc).
 
 Per step, for each weight w with gradient g of the *mean* loss (C = sqrt(C2), C2 = group["lr"]):
 
@@ -14,7 +15,8 @@ rho update before drawing xi_{t+1}. On CPU torch's generator (mt19937) costs mor
 draw, so storing is faster there; on CUDA (Philox) a draw is cheaper than the extra memory traffic. A stored
 xi is rounded once and that rounded value is both injected into m and used as xi_prev, so the two stay one
 chain. The state of a bucket lives in flat buffers (params get views into them), so the parts of the update
-that touch only state run as one kernel per bucket and only four multi-tensor (foreach) ops touch w and g.
+that touch only state run as one kernel per bucket and only four multi-tensor (foreach) ops touch w and g
+(the layout: compressor.bayes.buckets; that step: compressor.bayes.multitensor).
 The fused step (`fused`, compressor.bayes.fused) instead makes the params views of one flat buffer too and
 runs the whole update as one compiled loop, with the noise hashed from (seed, step, index) inside it; there
 `xi_storage` chooses between recomputing xi_prev from the hash ("regenerate") and storing it, as here.
@@ -28,76 +30,26 @@ The injected noise scales with tau rather than sqrt(tau), so the adaptive tau ch
 
 from __future__ import annotations
 
-import hashlib
 import math
-import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
-from torch._utils import _unflatten_dense_tensors
 
 from compressor.bayes import fused as fused_kernel
+from compressor.bayes.buckets import XI_DTYPES, Layout, _Bucket, _mul_, _validate_group, _views, refresh_hooks
+from compressor.bayes.multitensor import step_bucket
 from compressor.bayes.temperature import resolve_temperature
 
 XiStorage = Literal["auto", "regenerate", "fp16", "bf16", "fp32"]
 Fused = bool | Literal["auto"]
-_XI_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-
-
-@dataclass
-class _Bucket:
-    """Params of one group on one device with one dtype; m and rho of all of them are one flat buffer each."""
-
-    key: str
-    group: dict[str, Any]
-    params: list[Tensor]
-    momentum: Tensor
-    m_views: list[Tensor]
-    rho: Tensor | None
-    rho_views: list[Tensor]
-    generator: torch.Generator | None
-    xi: Tensor | None = None
-    xi_views: list[Tensor] = field(default_factory=list)
-    fresh_generator: bool = True
-    extras: list[tuple[int, Tensor]] = field(default_factory=list)
-    masks: list[tuple[int, Tensor]] = field(default_factory=list)
-    flat: fused_kernel.FlatBucket | None = None  # set when this bucket takes the fused one-pass step
-
-
-def _views(flat: Tensor, params: list[Tensor]) -> list[Tensor]:
-    # One C++ loop (narrow + view_as) instead of a Python slice per parameter: this runs every step.
-    return list(_unflatten_dense_tensors(flat, params))
-
-
-def _bucket_seed(seed: int, key: str) -> int:
-    # Independent streams per bucket, reproducible across processes (unlike Python's salted hash()).
-    digest = hashlib.blake2b(f"{seed}/{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
-
-
-def _validate_group(group: dict[str, Any]) -> None:
-    if group["lr"] < 0:
-        raise ValueError(f"lr (C2) must be >= 0, got {group['lr']}")
-    if not 0.0 <= group["beta1"] < 1.0:
-        raise ValueError(f"beta1 must be in [0, 1), got {group['beta1']}")
-    if group["beta2"] <= 0:
-        raise ValueError(f"beta2 must be positive, got {group['beta2']}")
-    if group["eta"] < 0:
-        raise ValueError(f"eta must be >= 0, got {group['eta']}")
-    if group["weight_decay"] < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {group['weight_decay']}")
-    if not isinstance(group["noise"], bool):
-        raise TypeError(f"noise must be a bool, got {group['noise']!r}")
-    if not isinstance(group["nesterov"], bool):
-        raise TypeError(f"nesterov must be a bool, got {group['nesterov']!r}")
 
 
 class AdaptiveSGHMC(torch.optim.Optimizer):
-    """Preconditioned SGHMC of SPEC section 1, for gradients of the mean loss over `n_data` examples.
+    """Preconditioned SGHMC of docs/algorithm.md#1-the-optimizer-adaptive-sghmc, for gradients of the mean
+    loss over `n_data` examples.
 
     `lr` is C2 (the engine overwrites group["lr"] with the scheduled value every step). Param groups may
     override lr, beta1, beta2, eta, weight_decay and `noise`. A group with noise=False (BatchNorm, biases
@@ -111,7 +63,7 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
     instead, with identical results on CPU. `rho_dtype` defaults to the parameter dtype. bfloat16 saves
     2 B/param of memory traffic but cannot represent the per-step entropy drift eta/(tau N) (4e-6 at
     N = 50,000) once |rho| > 2e-3, so tau then freezes near 0.5005 (fp32 rho moves on, e.g. to 0.503 in
-    SPEC's ResNet-20 run).
+    a ResNet-20 run at N = 50,000).
 
     `nesterov` (default off: the paper's form) moves w by tau * (beta1 m_new + d) instead of tau * m_new,
     d = m_new - beta1 m being this step's drift plus noise. Then y = w - tau beta1 m follows the classical
@@ -131,11 +83,11 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
     the params turned into views of one flat buffer per bucket. `xi_storage` applies as above, except that
     "auto" stores xi_prev in fp32 on CPU (12 B/param: there the step is compute-bound, a second Box-Muller
     costs more than the memory traffic and fp16's conversions cost more than its 2 B saved) and recomputes
-    it from the hash elsewhere (8 B/param, m and rho only). True uses it
-    wherever it compiles; "auto" on CUDA only (on CPU it saves ~1 ms per ResNet-20 step against a one-off
-    compile of tens of seconds, see benchmarks/RESULTS.md); False (the default until the CUDA path has been
-    run on a GPU: it is only tested on CPU) never. Buckets it cannot take (params not dense in memory, storage-sharing
-    params, fewer than 4 elements, a failed compile: one warning) use the multi-tensor step. The fused noise
+    it from the hash elsewhere (8 B/param, m and rho only). True uses it wherever it compiles; "auto" on
+    CUDA only (on CPU it saves ~1 ms per ResNet-20 step against a one-off compile of tens of seconds, see
+    benchmarks/RESULTS.md); False (the default until the CUDA path has been run on a GPU: it is only tested
+    on CPU) never. Buckets it cannot take (params not dense in memory, storage-sharing params, fewer than 4
+    elements, a failed compile: one warning) use the multi-tensor step. The fused noise
     stream differs from the generator's, so a checkpoint resumed on the other path starts a fresh stream (no
     xi_prev term at its first step).
     """
@@ -162,7 +114,7 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
             raise ValueError(f"n_data must be a positive int, got {n_data!r}")
         if rho_dtype is not None and not rho_dtype.is_floating_point:
             raise ValueError(f"rho_dtype must be a floating-point dtype, got {rho_dtype}")
-        if xi_storage not in ("auto", "regenerate", *_XI_DTYPES):
+        if xi_storage not in ("auto", "regenerate", *XI_DTYPES):
             raise ValueError(f"xi_storage must be auto, regenerate, fp16, bf16 or fp32, got {xi_storage!r}")
         if fused not in (True, False, "auto"):
             raise ValueError(f"fused must be True, False or 'auto', got {fused!r}")
@@ -254,110 +206,17 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
             self._buckets = None  # someone replaced a fused param's storage (p.data = ...): lay out again
         if self._buckets is None:
             ours = {b.flat.weights.data_ptr() for b in self._built if b.flat is not None}
+            layout = Layout(self.state, self.seed, self.fused, self.rho_dtype, self.xi_storage)
             self._buckets = [
-                b for gi, group in enumerate(self.param_groups) for b in self._make_buckets(gi, group, ours)
+                b for gi, group in enumerate(self.param_groups) for b in layout.buckets(gi, group, ours)
             ]
             self._built = self._buckets
             self._hooks_dirty = True
         if self._hooks_dirty:
             for b in self._buckets:
-                b.extras = [
-                    (i, self.state[p]["extra_decay"])
-                    for i, p in enumerate(b.params)
-                    if "extra_decay" in self.state[p]
-                ]
-                b.masks = [
-                    (i, self.state[p]["keep"]) for i, p in enumerate(b.params) if "keep" in self.state[p]
-                ]
-                if b.flat is not None:
-                    w = b.params[0]
-                    xi_dtype = b.flat.xi.dtype if b.flat.xi is not None else None
-                    rho_dtype = b.flat.rho.dtype
-                    if b.extras and not fused_kernel.available(w.device, w.dtype, rho_dtype, True, xi_dtype):
-                        b.flat = None
-                    else:
-                        b.flat.set_decay(b.group["weight_decay"], b.extras)
+                refresh_hooks(b, self.state)
             self._hooks_dirty = False
         return self._buckets
-
-    def _make_buckets(self, gi: int, group: dict[str, Any], ours: set[int]) -> list[_Bucket]:
-        by_kind: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
-        for p in group["params"]:
-            by_kind.setdefault((p.device, p.dtype), []).append(p)
-        buckets = []
-        for (device, dtype), params in by_kind.items():
-            # Keyed by device *kind* (cuda, not cuda:3), so every data-parallel rank seeds the same noise and
-            # a checkpoint's generator states fit every rank; a second device of a kind gets its own key.
-            same_kind = list(dict.fromkeys(d for d, _ in by_kind if d.type == device.type))
-            place = (
-                device.type if same_kind.index(device) == 0 else f"{device.type}#{same_kind.index(device)}"
-            )
-            key = f"{gi}|{place}|{str(dtype).removeprefix('torch.')}"
-            numel = sum(p.numel() for p in params)
-            fuse = self._fusable(device, dtype, params, ours, self._xi_dtype(device, fused=True))
-            xi_dtype = self._xi_dtype(device, fused=fuse)
-            # Fused buckets get padded buffers: the kernel splits them in halves.
-            size = fused_kernel.padded_numel(numel) if fuse else numel
-            rho_dtype = self.rho_dtype or dtype
-            momentum_full = torch.zeros(size, device=device, dtype=dtype)
-            rho_full = torch.zeros(size, device=device, dtype=rho_dtype) if fuse or group["noise"] else None
-            momentum = momentum_full[:numel]
-            rho, generator, xi = None, None, None
-            # A fused bucket without noise gets the same (zero, unused) buffers as one with noise, so both run
-            # one compiled variant; only buckets with noise keep rho and xi as state.
-            xi_full = torch.zeros(size, device=device, dtype=xi_dtype) if xi_dtype is not None and fuse else None
-            if group["noise"]:
-                assert rho_full is not None
-                rho = rho_full[:numel]
-                generator = torch.Generator(device=device)
-                generator.manual_seed(_bucket_seed(self.seed, key))
-                if xi_dtype is not None:  # xi_prev = 0 before any draw
-                    xi = torch.zeros(numel, device=device, dtype=xi_dtype) if xi_full is None else xi_full[:numel]
-            flats = {"momentum_buffer": momentum, "rho": rho, "xi": xi}
-            view = fused_kernel.layout_views if fuse else _views  # fused: element order is the params' memory's
-            views = {name: view(flat, params) if flat is not None else [] for name, flat in flats.items()}
-            for i, p in enumerate(params):
-                state = self.state[p]
-                # Existing (or just loaded) per-param tensors move into the flat buffers.
-                for name, flat in flats.items():
-                    if flat is None:
-                        state.pop(name, None)
-                        continue
-                    if name in state:
-                        views[name][i].copy_(state[name])
-                    state[name] = views[name][i]
-            m_views, rho_views, xi_views = views.values()
-            bucket = _Bucket(key, group, params, momentum, m_views, rho, rho_views, generator, xi, xi_views)
-            if fuse:
-                assert rho_full is not None  # for a group without noise: zeros that keep tau at 0.5 (and no xi)
-                seed = _bucket_seed(self.seed, key)
-                bucket.flat = fused_kernel.FlatBucket(params, momentum_full, rho_full, seed, xi_full)
-            buckets.append(bucket)
-        return buckets
-
-    def _fusable(
-        self, device: torch.device, dtype: torch.dtype, params: list[Tensor], ours: set[int],
-        xi_dtype: torch.dtype | None,
-    ) -> bool:
-        """Whether a bucket of these params takes the fused step (see the class docstring); `ours` holds the
-        storages of the flat buffers laid out before, whose views may be laid out again."""
-        if self.fused is False or (self.fused == "auto" and device.type != "cuda"):
-            return False
-        problem = fused_kernel.layout_problem(params, ours)
-        if problem is not None:
-            if self.fused is True:
-                warnings.warn(f"fused AdaptiveSGHMC step not used for {len(params)} parameter(s): {problem}",
-                              RuntimeWarning, stacklevel=4)
-            return False
-        return fused_kernel.available(device, dtype, self.rho_dtype or dtype, False, xi_dtype)
-
-    def _xi_dtype(self, device: torch.device, fused: bool) -> torch.dtype | None:
-        """Storage dtype of xi for a bucket on `device` (taking the fused step or not), None to regenerate it."""
-        if self.xi_storage == "auto":
-            if device.type != "cpu":
-                return None
-            return torch.float32 if fused else torch.float16
-        return _XI_DTYPES.get(self.xi_storage)
 
     # ---------------------------------------------------------------- the update
 
@@ -370,7 +229,10 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
         for bucket in self._ensure_buckets():
             grads = self._grads(bucket)
             if bucket.flat is None:
-                self._step_bucket(bucket, grads)
+                step_bucket(
+                    bucket, grads, temp=self.temperature, n_data=self.n_data, fe=self.foreach,
+                    xi_states=self._xi_states,
+                )
             else:
                 self._step_fused(bucket, grads)
             if bucket.masks:
@@ -419,116 +281,6 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
         if noisy:
             self._hash_steps[b.key] = self.steps
 
-    def _step_bucket(self, b: _Bucket, grads: list[Tensor]) -> None:
-        group = b.group
-        c2, beta1, beta2, wd = group["lr"], group["beta1"], group["beta2"], group["weight_decay"]
-        c = math.sqrt(c2)
-        temp = self.temperature
-        fe = self.foreach
-
-        if b.rho is None:
-            if group["nesterov"]:
-                d = torch.zeros_like(b.momentum)
-                d_views = _views(d, b.params)
-                self._add_gradient(b, d_views, grads, beta2 * c2, wd, fe)
-                b.momentum.mul_(beta1).add_(d)
-                _add_(b.params, _views(d.add_(b.momentum, alpha=beta1), b.params), 0.5, fe)
-            else:
-                b.momentum.mul_(beta1)
-                self._add_gradient(b, b.m_views, grads, beta2 * c2, wd, fe)
-                _add_(b.params, b.m_views, 0.5, fe)
-        else:
-            assert b.generator is not None
-            eta = group["eta"]
-            buf = torch.empty_like(b.momentum)
-            buf_views = _views(buf, b.params)
-            saved = self._xi_states.get(b.key)
-            if b.fresh_generator and saved is not None and (b.xi is not None or not eta):
-                # Rebuilt or resumed: replay xi_prev so the stream continues where it left off (and a stored
-                # xi equals the replayed one even when the checkpoint came from "regenerate").
-                b.generator.set_state(saved)
-                self._draw_xi(b, buf)
-            b.fresh_generator = False
-            if eta:
-                self._update_rho(b, grads, buf, buf_views, eta, temp, c2, has_prev=saved is not None)
-            self._xi_states[b.key] = b.generator.get_state()
-            xi = self._draw_xi(b, buf)
-            noise = math.sqrt(2.0 + 2.0 * beta1 * beta1) * c**1.5 * temp
-            if group["nesterov"]:
-                d = torch.mul(xi, noise)
-                d_views = _views(d, b.params)
-                self._add_gradient(b, d_views, grads, beta2 * c2, wd, fe)
-                b.momentum.mul_(beta1).add_(d)
-                step_views = _views(d.add_(b.momentum, alpha=beta1), b.params)
-            else:
-                b.momentum.mul_(beta1).add_(xi, alpha=noise)
-                self._add_gradient(b, b.m_views, grads, beta2 * c2, wd, fe)
-                step_views = b.m_views
-            torch.sigmoid(b.rho, out=buf)
-            _addcmul_(b.params, buf_views, step_views, 1.0, fe)
-
-    @staticmethod
-    def _draw_xi(b: _Bucket, buf: Tensor) -> Tensor:
-        """Draw xi (into b.xi, rounded to its dtype, if stored); return the tensor holding what to inject."""
-        assert b.generator is not None
-        if b.xi is None:
-            return buf.normal_(generator=b.generator)
-        if b.xi.dtype == buf.dtype:
-            return b.xi.normal_(generator=b.generator)
-        buf.normal_(generator=b.generator)
-        b.xi.copy_(buf)
-        return buf.copy_(b.xi)  # inject the rounded value, the one the next rho update will see
-
-    def _update_rho(
-        self,
-        b: _Bucket,
-        grads: list[Tensor],
-        buf: Tensor,
-        buf_views: list[Tensor],
-        eta: float,
-        temp: float,
-        c2: float,
-        *,
-        has_prev: bool,
-    ) -> None:
-        """rho -= eta * (T^2 C^3 lam tau + T C^1.5 xi_prev g - 1/(tau N)), every term from the old tau.
-
-        Skipped when eta = 0 (rho cannot move), saving the redraw of xi_prev in "regenerate" mode. Without a
-        previous draw (`has_prev` False) xi_prev = 0 and its term is left out.
-        """
-        assert b.rho is not None and b.generator is not None
-        c = math.sqrt(c2)
-        prior = eta * temp * temp * c2 * c
-        torch.sigmoid(b.rho, out=buf)
-        if b.group["weight_decay"]:
-            b.rho.add_(buf, alpha=-prior * b.group["weight_decay"])
-        for i, extra in b.extras:
-            b.rho_views[i].addcmul_(buf_views[i], extra, value=-prior)
-        b.rho.addcdiv_(torch.ones((), device=buf.device, dtype=buf.dtype), buf, value=eta / self.n_data)
-        if not has_prev:
-            return
-        if b.xi is None:
-            b.generator.set_state(self._xi_states[b.key])
-            buf.normal_(generator=b.generator)
-            xi_views = buf_views
-        elif b.xi.dtype == buf.dtype:
-            xi_views = b.xi_views
-        else:
-            buf.copy_(b.xi)  # one flat cast, so the multi-tensor op below sees a single dtype
-            xi_views = buf_views
-        _addcmul_(b.rho_views, xi_views, grads, -eta * temp * c**1.5, self.foreach)
-
-    @staticmethod
-    def _add_gradient(
-        b: _Bucket, views: list[Tensor], grads: list[Tensor], step: float, wd: float, fe: bool
-    ) -> None:
-        """views -= step * (g + lam w): the drift of the momentum update, lam = weight decay + extra."""
-        _add_(views, grads, -step, fe)
-        if wd:
-            _add_(views, b.params, -step * wd, fe)
-        for i, extra in b.extras:
-            views[i].addcmul_(b.params[i], extra, value=-step)
-
     # ---------------------------------------------------------------- reporting
 
     @staticmethod
@@ -559,7 +311,7 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
 
     @torch.no_grad()
     def diagnostics(self) -> dict[str, float]:
-        """tau over live noisy weights, T, effective temperature T_eff (SPEC 1) and the current C2.
+        """tau over live noisy weights, T, effective temperature T_eff (module docstring) and the current C2.
 
         Pruned weights are left out of the tau statistics: their rho keeps drifting but means nothing.
         """
@@ -639,26 +391,3 @@ class AdaptiveSGHMC(torch.optim.Optimizer):
         self._buckets = None
         self._lay_out_fused()
 
-
-def _add_(xs: list[Tensor], ys: list[Tensor], alpha: float, fe: bool) -> None:
-    if fe:
-        torch._foreach_add_(xs, ys, alpha=alpha)
-    else:
-        for x, y in zip(xs, ys, strict=True):
-            x.add_(y, alpha=alpha)
-
-
-def _mul_(xs: list[Tensor], ys: list[Tensor], fe: bool) -> None:
-    if fe:
-        torch._foreach_mul_(xs, ys)
-    else:
-        for x, y in zip(xs, ys, strict=True):
-            x.mul_(y)
-
-
-def _addcmul_(xs: list[Tensor], ys: list[Tensor], zs: list[Tensor], value: float, fe: bool) -> None:
-    if fe:
-        torch._foreach_addcmul_(xs, ys, zs, value=value)
-    else:
-        for x, y, z in zip(xs, ys, zs, strict=True):
-            x.addcmul_(y, z, value=value)

@@ -1,4 +1,5 @@
-"""E-step of the spike-and-slab group prior (SPEC 2) on group statistics; no model knowledge here.
+"""E-step of the spike-and-slab group prior on group statistics (docs/algorithm.md#3-the-e-step-spike-and-slab-group-prior);
+no model knowledge here.
 
 A group g of m_g weights with mean square s_g = mean(w_g^2) has slab prior N(0, v1 I) with probability pi
 and spike prior N(0, v0 I) otherwise, v1 = 1/(N lambda1), v0 = 1/(N lambda0), lambda0 > lambda1. The
@@ -43,6 +44,18 @@ def spike_statistic(s: Tensor, m: Tensor | int, *, n_data: int, lambda1: float, 
     return 0.5 * m64 * (n_data * (lambda0 - lambda1) * s64 - math.log(lambda0 / lambda1))
 
 
+def _slab_log_odds(
+    s: Tensor, m: Tensor | int, n_data: int, lambda1: float, lambda0: float, pi: float, logit_pi: float | None
+) -> Tensor:
+    """L_g = logit(pi) + q_g (float64), the common part of the soft and the hard E-step."""
+    return spike_statistic(s, m, n_data=n_data, lambda1=lambda1, lambda0=lambda0) + _logit(pi, logit_pi)
+
+
+def _result_dtype(s: Tensor) -> torch.dtype:
+    """The E-step's results come back in the dtype of the statistics, float32 for integer ones."""
+    return s.dtype if s.is_floating_point() else torch.float32
+
+
 def slab_probability(
     s: Tensor,
     m: Tensor | int,
@@ -54,25 +67,8 @@ def slab_probability(
     logit_pi: float | None = None,
 ) -> Tensor:
     """Posterior slab probability p*_g of each group, in the dtype of `s`."""
-    q = spike_statistic(s, m, n_data=n_data, lambda1=lambda1, lambda0=lambda0)
-    return torch.sigmoid(q + _logit(pi, logit_pi)).to(s.dtype if s.is_floating_point() else torch.float32)
-
-
-def slab_threshold(
-    m: Tensor | int,
-    *,
-    n_data: int,
-    lambda1: float,
-    lambda0: float,
-    pi: float = 0.5,
-    logit_pi: float | None = None,
-) -> Tensor | float:
-    """Mean square above which a group of size m is slab (p* > 1/2); the reference code's soft threshold."""
-    _check_lambdas(n_data, lambda1, lambda0)
-    lp = _logit(pi, logit_pi)
-    if isinstance(m, Tensor):
-        return (math.log(lambda0 / lambda1) - 2.0 * lp / m.double()) / (n_data * (lambda0 - lambda1))
-    return (math.log(lambda0 / lambda1) - 2.0 * lp / m) / (n_data * (lambda0 - lambda1))
+    log_odds = _slab_log_odds(s, m, n_data, lambda1, lambda0, pi, logit_pi)
+    return torch.sigmoid(log_odds).to(_result_dtype(s))
 
 
 def hard_slab(
@@ -86,8 +82,8 @@ def hard_slab(
     logit_pi: float | None = None,
 ) -> Tensor:
     """Hard E-step: 1 where p* > 1/2 (slab), else 0, in the dtype of `s`."""
-    q = spike_statistic(s, m, n_data=n_data, lambda1=lambda1, lambda0=lambda0)
-    return (q + _logit(pi, logit_pi) > 0).to(s.dtype if s.is_floating_point() else torch.float32)
+    log_odds = _slab_log_odds(s, m, n_data, lambda1, lambda0, pi, logit_pi)
+    return (log_odds > 0).to(_result_dtype(s))
 
 
 def group_decay(p: Tensor, lambda1: float, lambda0: float) -> Tensor:

@@ -24,7 +24,6 @@ from torch import nn
 from compressor import metrics as M
 from compressor.errors import ExportError
 from compressor.export import onnx as X
-from compressor.storage.modelfile import model_file_payload
 from compressor.export.prepare import (
     CHECKPOINT_FORMS,
     Ensemble,
@@ -33,6 +32,7 @@ from compressor.export.prepare import (
     build_networks,
     load_source,
 )
+from compressor.storage.modelfile import model_file_payload
 
 MAX_ABS_DIFF = 1e-4  # onnxruntime vs PyTorch, on logits (or BMA probabilities)
 ACCURACY_TOLERANCE = 1e-3  # 0.1 percentage points, as a fraction
@@ -173,31 +173,20 @@ def export_run(opts: ExportOptions, log: Callable[[str], None] | None = None) ->
     if problem:
         raise ExportError(problem)
     onnx_path = opts.output or default_output(opts)
-    json_path, pt_path = onnx_path.with_suffix(".json"), onnx_path.with_suffix(".pt")
-    with _Staged([onnx_path, json_path, pt_path], opts.force) as staged:
+    paths = [onnx_path, onnx_path.with_suffix(".json"), onnx_path.with_suffix(".pt")]
+    with _Staged(paths, opts.force) as staged:
         say(f"loading {opts.run_dir}")
         source = load_source(opts.run_dir, opts.checkpoint, opts.bma, opts.overrides)
         nets = build_networks(source, masked=opts.masked, round_to=opts.round_to)
-        data, recipe = source.session.data, source.recipe
         output_name = "probs" if opts.bma else "logits"
         x = next(iter(source.session.val_loader))[0].cpu()
         x = torch.cat([x, x])[:8]  # at least two rows: a batch-2 trace and a batch > 1 parity check
-        example = source.session.example_input.cpu()
 
         say("exporting to ONNX")
         dense_proto = X.to_onnx(nets.reference, x[:2], output_name, opts.opset)
         proto = dense_proto if opts.masked else X.to_onnx(nets.exported, x[:2], output_name, opts.opset)
-        params_dense, params = _params(nets.reference), _params(nets.exported)
-        macs_dense, macs = M.count_macs(nets.reference, example), M.count_macs(nets.exported, example)
-        sparsity = {"channels": _channel_sparsity(nets), "params": 1.0 - params / params_dense,
-                    "macs": 1.0 - macs / macs_dense}
-        metadata = {
-            "mean": list(data.mean), "std": list(data.std), "input_size": list(data.input_shape),
-            "classes": list(data.classes), "method": recipe.method.name, "sparsity": sparsity,
-            "source_run": str(Path(opts.run_dir).resolve()), "checkpoint": source.checkpoint,
-            "model": recipe.model.name, "mode": "masked" if opts.masked else "shrunk", "output": output_name,
-            "round_to": opts.round_to, "samples": len(source.states) if opts.bma else None,
-        }
+        sizes = _sizes(source, nets)
+        metadata = _metadata(opts, source, sizes["sparsity"], output_name)
         X.set_metadata(proto, metadata)
         X.check(proto)
         blob = proto.SerializeToString()
@@ -208,29 +197,55 @@ def export_run(opts: ExportOptions, log: Callable[[str], None] | None = None) ->
 
         say("timing with onnxruntime")
         sessions = {"dense": sess} if opts.masked else {"dense": X.session(dense_proto), "export": sess}
-        latency = X.latency_ms(sessions, data.input_shape, LATENCY_BATCHES, budget_s=opts.latency_budget_s)
+        latency = X.latency_ms(sessions, source.session.data.input_shape, LATENCY_BATCHES,
+                               budget_s=opts.latency_budget_s)
         latency_export = latency["dense"] if opts.masked else latency["export"]
         report: dict[str, Any] = {
-            "onnx": str(onnx_path), "report": str(json_path), "model_file": str(pt_path),
+            "onnx": str(paths[0]), "report": str(paths[1]), "model_file": str(paths[2]),
             "run": str(opts.run_dir), "checkpoint": source.checkpoint, "mode": metadata["mode"],
             "output": output_name, "samples": metadata["samples"], "opset": opts.opset, "round_to": opts.round_to,
-            "params_dense": params_dense, "params": params, "macs_dense": macs_dense, "macs": macs,
-            "macs_unrounded": _unrounded_macs(source, nets, example), "mac_reduction": macs_dense / macs,
-            "channel_sparsity": sparsity["channels"], "odd_conv_widths": _odd_conv_widths(nets.exported),
+            **{k: v for k, v in sizes.items() if k != "sparsity"}, "mac_reduction": sizes["macs_dense"] / sizes["macs"],
+            "channel_sparsity": sizes["sparsity"]["channels"], "odd_conv_widths": _odd_conv_widths(nets.exported),
             "file_bytes_dense": len(blob) if opts.masked else dense_proto.ByteSize(), "file_bytes": len(blob),
             **verified, "latency_ms_dense": latency["dense"], "latency_ms": latency_export,
             "speedup": {b: latency["dense"][b] / latency_export[b] for b in latency_export},
             "latency_setting": "onnxruntime CPU, default threads, graph level all, wall-clock median",
-            "load_average": os.getloadavg()[0], "metadata": metadata,
-            "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__,
-                         "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()},
+            "load_average": os.getloadavg()[0], "metadata": metadata, "versions": _versions(),
         }
-
         staged.temps[0].write_bytes(blob)
         staged.temps[1].write_text(json.dumps(report, indent=2), encoding="utf-8")
         torch.save(_model_file(source, nets, metadata), staged.temps[2])
         staged.commit()
     return report
+
+
+def _sizes(source: Source, nets: Networks) -> dict[str, Any]:
+    """Parameters and MACs of the dense and the exported network (MACs also before --round-to), and the
+    sparsity the ONNX metadata records."""
+    example = source.session.example_input.cpu()
+    params_dense, params = _params(nets.reference), _params(nets.exported)
+    macs_dense, macs = M.count_macs(nets.reference, example), M.count_macs(nets.exported, example)
+    return {"params_dense": params_dense, "params": params, "macs_dense": macs_dense, "macs": macs,
+            "macs_unrounded": _unrounded_macs(source, nets, example),
+            "sparsity": {"channels": _channel_sparsity(nets), "params": 1.0 - params / params_dense,
+                         "macs": 1.0 - macs / macs_dense}}
+
+
+def _metadata(opts: ExportOptions, source: Source, sparsity: dict[str, float], output_name: str) -> dict[str, Any]:
+    """The ONNX file's metadata_props: what a consumer needs to feed it and where it came from."""
+    data, recipe = source.session.data, source.recipe
+    return {
+        "mean": list(data.mean), "std": list(data.std), "input_size": list(data.input_shape),
+        "classes": list(data.classes), "method": recipe.method.name, "sparsity": sparsity,
+        "source_run": str(Path(opts.run_dir).resolve()), "checkpoint": source.checkpoint,
+        "model": recipe.model.name, "mode": "masked" if opts.masked else "shrunk", "output": output_name,
+        "round_to": opts.round_to, "samples": len(source.states) if opts.bma else None,
+    }
+
+
+def _versions() -> dict[str, Any]:
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__,
+            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()}
 
 
 def _verify(sess: ort.InferenceSession, source: Source, nets: Networks, inputs: list[torch.Tensor],
@@ -253,11 +268,9 @@ def _verify(sess: ort.InferenceSession, source: Source, nets: Networks, inputs: 
 
 def _model_file(source: Source, nets: Networks, metadata: dict[str, Any]) -> dict[str, Any]:
     recipe, data = source.recipe, source.session.data
-    options = dict(recipe.model.options)
-    if recipe.model.hidden is not None:
-        options["hidden"] = list(recipe.model.hidden)
     return model_file_payload(
-        recipe=recipe.to_dict(), model_name=recipe.model.name, options=options, num_classes=data.num_classes,
+        recipe=recipe.to_dict(), model_name=recipe.model.name, options=recipe.model.builder_options(),
+        num_classes=data.num_classes,
         input_shape=list(data.input_shape), spec=nets.spec, members=_members(nets.exported),
         bma=metadata["samples"] is not None,
         extra={"classes": list(data.classes), "mean": list(data.mean), "std": list(data.std),

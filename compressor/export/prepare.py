@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from compressor.storage.checkpoint import load_checkpoint
-from compressor.engine.trainer import Session, build_session
+from compressor.engine.session import Session, build_session
 from compressor.errors import ExportError, RunDirError
 from compressor.recipe import Recipe, apply_overrides, validate_recipe
+from compressor.storage.checkpoint import load_checkpoint, load_sample
 
 CHECKPOINT_FORMS = "last, best or sample-K"
 # Keys that decide which examples form the evaluation split: a recorded accuracy only applies when they match.
@@ -56,18 +56,6 @@ def _sample_path(run_dir: Path, checkpoint: str) -> Path:
     return run_dir / "samples" / f"sample-{int(match.group(1)):03d}.pt"
 
 
-def _load_sample(path: Path) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise RunDirError(f"{path}: posterior sample not found")
-    try:
-        sample = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001  (torch raises many types for truncated or garbage files)
-        raise RunDirError(f"{path}: unreadable posterior sample ({exc.__class__.__name__})") from None
-    if not isinstance(sample, dict) or not isinstance(sample.get("model"), dict):
-        raise RunDirError(f"{path}: not a posterior sample (expected a dict with a 'model' state dict)")
-    return sample["model"]
-
-
 def load_source(run_dir: Path, checkpoint: str, bma: bool, overrides: list[str]) -> Source:
     """Read the checkpoint (and samples), rebuild data + dense model from the stored recipe."""
     run_dir = Path(run_dir)
@@ -96,7 +84,7 @@ def load_source(run_dir: Path, checkpoint: str, bma: bool, overrides: list[str])
         if not paths:
             raise ExportError(f"{run_dir}: --bma needs posterior samples in samples/ and there are none "
                               "(avb and emmcmc runs collect them)")
-        states = [_load_sample(p) for p in paths]
+        states = [load_sample(p) for p in paths]
         label = "samples"
         bma_summary = summary.get("bma") or {}
         if same_split and bma_summary.get("samples") == len(states) and bma_summary.get("accuracy") is not None:
@@ -110,7 +98,7 @@ def load_source(run_dir: Path, checkpoint: str, bma: bool, overrides: list[str])
             recorded, recorded_source = float(payload["best_accuracy"]), "best.pt"
     else:
         path = _sample_path(run_dir, checkpoint)
-        states, label = [_load_sample(path)], path.stem
+        states, label = [load_sample(path)], path.stem
     session = build_session(recipe, torch.device("cpu"))
     return Source(run_dir, recipe, session, payload["model"], states, payload.get("pruned_spec"), label,
                   recorded, recorded_source)
@@ -138,7 +126,7 @@ def build_networks(source: Source, *, masked: bool, round_to: int | None) -> Net
 
     With --round-to, restored groups keep their checkpoint values in both networks, so they stay equal.
     """
-    from compressor.prune.groups import build_groups
+    from compressor.prune import build_groups
     from compressor.prune.shrink import pruned_spec, shrink
 
     model = source.session.model.cpu().eval()

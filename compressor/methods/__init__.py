@@ -1,4 +1,37 @@
-"""Built-in training methods; importing this package registers them with the engine."""
+"""Training methods: the protocol and registry (`base`), the dense SGD baseline, the Bayesian methods and the
+pruning baselines. Importing this package registers every built-in method."""
 
-from compressor.methods import bayesian, sgd  # noqa: F401
-from compressor.prune import baselines  # noqa: F401  (magnitude, gmp, l1_filter, slimming, snip, random, depgraph)
+# Registration order is the order methods are listed in (errors, `compressor recipes`, compare's default).
+# isort: off
+from compressor.methods import sgd, avb, emmcmc  # noqa: F401
+from compressor.methods import baselines  # noqa: F401
+# isort: on
+from compressor.methods.base import (
+    KINDS,
+    METHODS,
+    Kind,
+    Method,
+    Predict,
+    PruneSchedule,
+    TrainContext,
+    create_method,
+    method_class,
+    param_groups,
+    prune_schedule,
+    register_method,
+)
+
+__all__ = [
+    "KINDS",
+    "METHODS",
+    "Kind",
+    "Method",
+    "Predict",
+    "PruneSchedule",
+    "TrainContext",
+    "create_method",
+    "method_class",
+    "param_groups",
+    "prune_schedule",
+    "register_method",
+]

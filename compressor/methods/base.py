@@ -1,8 +1,13 @@
-"""The method interface: everything a training scheme decides, as hooks the loop calls in a fixed order.
+"""The method protocol: everything a training scheme decides, as hooks the loop calls in a fixed order.
 
-The loop (engine/trainer.py) never branches on the method's name. A method owns its optimizer and
-schedule, may add a loss penalty, may prune (it then exposes `groups` and `pruned`), and may collect
-posterior samples. New methods register with `@register_method("name")`.
+The loop (engine/trainer.py) never branches on a method's name. A method owns its optimizer and schedule, may
+add a loss penalty, may prune (it then exposes `groups` and `pruned`), and may collect posterior samples.
+
+Each method class also declares, once, what the rest of the program needs to know about it: its recipe
+section (`config`, a pydantic class whose `name` literal is the method's name), its `kind` (dense, structured
+or unstructured: what a `prune.target` counts) and its prune schedule's defaults (`default_start`). The
+recipe schema and `compressor compare` read these declarations; new methods register with
+`@register_method` and never touch the loop, the recipe or compare.
 """
 
 from __future__ import annotations
@@ -11,23 +16,50 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from compressor.events import Event
+from compressor.config import PruneConfig, Section
+from compressor.events import Event, Pruned
 
+Kind = Literal["dense", "structured", "unstructured"]
+KINDS: tuple[Kind, ...] = ("dense", "structured", "unstructured")
 METHODS: dict[str, type[Method]] = {}
+# One-shot schemes prune here, and emmcmc's spike ramp ends here, unless `prune.target_epoch` says otherwise.
+DEFAULT_PRUNE_FRACTION = 0.6
 
 
-def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
-    def deco(cls: type[Method]) -> type[Method]:
-        METHODS[name] = cls
-        cls.name = name
-        return cls
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: the method's name is its config's `name` literal; registering a name twice is an error."""
+    name = cls.config.model_fields["name"].default
+    if not isinstance(name, str):
+        raise TypeError(f"{cls.__qualname__}.config must default its `name` to the method's name")
+    if name in METHODS:
+        raise ValueError(f"method {name!r} is registered twice ({METHODS[name].__qualname__}, {cls.__qualname__})")
+    cls.name = name
+    METHODS[name] = cls
+    return cls
 
-    return deco
+
+@dataclass(frozen=True)
+class PruneSchedule:
+    """When a method prunes: its spike ramp (or gradual schedule) starts at `start_epoch`; one-shot schemes
+    remove, and emmcmc's budget is met, at `target_epoch` (both 0-based epoch boundaries)."""
+
+    start_epoch: int
+    target_epoch: int
+
+
+def prune_schedule(prune: PruneConfig, epochs: int, default_start: int) -> PruneSchedule:
+    """`prune.start_epoch` / `prune.target_epoch` where set; else the method's start and 60 % of the run (at
+    least one epoch after the start, at most the run's length)."""
+    start = prune.start_epoch if prune.start_epoch is not None else default_start
+    target = prune.target_epoch
+    if target is None:
+        target = min(epochs, max(start + 1, round(DEFAULT_PRUNE_FRACTION * epochs)))
+    return PruneSchedule(start_epoch=start, target_epoch=target)
 
 
 @dataclass
@@ -42,7 +74,7 @@ class TrainContext:
     example_input: Tensor
     classifier_name: str
     run_dir: Path
-    prune: Any  # recipe.prune (PruneConfig)
+    prune: PruneConfig
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -57,14 +89,31 @@ Predict = Callable[[], tuple[Tensor, Tensor]]
 class Method(ABC):
     """Base: dense training with the optimizer built in `__init__`; subclasses override the hooks they need."""
 
-    name = "base"
+    name: ClassVar[str] = "base"
+    config: ClassVar[type[Section]]
+    kind: ClassVar[Kind] = "dense"
     optimizer: torch.optim.Optimizer
-    groups: Any = None  # compressor.prune.groups.GroupSet when the method prunes
+    groups: Any = None  # compressor.prune.GroupSet when the method prunes
     pruned: Tensor | None = None  # bool per group
 
     def __init__(self, cfg: Any, ctx: TrainContext) -> None:
         self.cfg = cfg
         self.ctx = ctx
+
+    # -- declarations -----------------------------------------------------------------------------------
+    @classmethod
+    def kind_of(cls, cfg: Section) -> Kind:
+        """The kind for this setting (a method whose settings change what it prunes overrides this)."""
+        return cls.kind
+
+    @classmethod
+    def default_start(cls, cfg: Section) -> int:
+        """The epoch its pruning schedule starts at when `prune.start_epoch` is unset."""
+        return 0
+
+    @classmethod
+    def schedule(cls, cfg: Section, prune: PruneConfig, epochs: int) -> PruneSchedule:
+        return prune_schedule(prune, epochs, cls.default_start(cfg))
 
     # -- schedule ---------------------------------------------------------------------------------------
     @abstractmethod
@@ -96,6 +145,10 @@ class Method(ABC):
     def diagnostics(self) -> dict[str, float]:
         return {}
 
+    def summary_extra(self) -> dict[str, Any]:
+        """Method-specific entries of summary.json."""
+        return {}
+
     def pruned_spec(self) -> dict[str, Any] | None:
         """Which channels are physically removable, in the plain form `prune.shrink.rebuild` re-applies."""
         if self.groups is None or self.pruned is None:
@@ -117,19 +170,40 @@ class Method(ABC):
             self.pruned = state["pruned"].clone()
 
 
-def split_decay(model: nn.Module, *, decay_bn: bool) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(weights that get decay/prior, BatchNorm and bias parameters) — the latter may be exempted."""
-    decay, exempt = [], []
+def param_groups(
+    model: nn.Module, *, decay_bn: bool, decayed: dict[str, Any], exempt: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Optimizer parameter groups: the weights that get decay (and the prior), with `decayed` settings, and
+    BatchNorm and bias parameters with `exempt` settings unless `decay_bn` puts them with the weights."""
+    decay, free = [], []
     for module in model.modules():
         for pname, p in module.named_parameters(recurse=False):
             if not p.requires_grad:
                 continue
             is_norm = isinstance(module, nn.modules.batchnorm._NormBase | nn.GroupNorm | nn.LayerNorm)
-            (exempt if (is_norm or pname == "bias") and not decay_bn else decay).append(p)
-    return decay, exempt
+            (free if (is_norm or pname == "bias") and not decay_bn else decay).append(p)
+    groups = [{"params": decay, **decayed}]
+    if free:
+        groups.append({"params": free, **exempt})
+    return groups
+
+
+def pruned_event(groups: Any, pruned: Tensor, newly: int, epoch: int, global_step: int, reason: str) -> Pruned:
+    """The `Pruned` event of a removal: `pruned` is the whole mask after it, `newly` how many groups it added."""
+    table = groups.layer_table(pruned)
+    kept, total = sum(r["kept"] for r in table), sum(r["total"] for r in table)
+    return Pruned(epoch=epoch + 1, global_step=global_step, newly_pruned=newly, pruned_groups=int(pruned.sum()),
+                  total_groups=len(groups), channel_sparsity=1.0 - kept / max(1, total), layers=table,
+                  reason=reason)
+
+
+def method_class(name: str) -> type[Method]:
+    """The registered class of `name` (KeyError naming the known ones)."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise KeyError(f"unknown method {name!r} (known: {', '.join(METHODS)})") from None
 
 
 def create_method(cfg: Any, ctx: TrainContext) -> Method:
-    import compressor.methods  # noqa: F401  (registers the built-in methods)
-
-    return METHODS[cfg.name](cfg, ctx)
+    return method_class(cfg.name)(cfg, ctx)

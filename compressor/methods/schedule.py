@@ -11,7 +11,6 @@ import math
 from collections.abc import Sequence
 
 
-
 def _check_steps(step: int, total_steps: int) -> None:
     if total_steps <= 0:
         raise ValueError(f"total_steps must be positive, got {total_steps}")
@@ -88,3 +87,30 @@ def is_sample_epoch(epoch: int, epochs: int, cycles: int, samples_per_cycle: int
     cycle = _epoch_cycle(epoch, epochs, cycles)
     last_epoch_of_cycle = (cycle + 1) * epochs // cycles - 1
     return last_epoch_of_cycle - epoch < samples_per_cycle
+
+
+SCHEDULES = ("cyclical", "cosine", "step", "constant")
+
+
+def step_size(
+    schedule: str,
+    base: float,
+    step: int,
+    total_steps: int,
+    steps_per_epoch: int,
+    *,
+    cycles: int = 1,
+    milestones: Sequence[int] = (),
+    gamma: float = 0.1,
+) -> float:
+    """The named schedule's value at global `step`: SGD's lr or the sampler's C2 (the last cyclical step is
+    held past the end, so a finished run's report shows the final value)."""
+    if schedule == "cyclical":
+        return cyclical_cosine(min(step, total_steps - 1), total_steps, cycles, base)
+    if schedule == "cosine":
+        return cosine(step, total_steps, base)
+    if schedule == "step":
+        return step_decay(step, steps_per_epoch, milestones, gamma, base)
+    if schedule == "constant":
+        return constant(step, base)
+    raise ValueError(f"unknown schedule {schedule!r} (known: {', '.join(SCHEDULES)})")

@@ -16,7 +16,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from compressor.prune.groups import GroupSet, build_groups, channel_widths
+from compressor.prune.groups import GroupSet, channel_widths
+from compressor.prune.trace import build_groups
 
 __all__ = ["SPEC_FORMAT", "channel_widths", "pruned_spec", "rebuild", "shrink"]
 

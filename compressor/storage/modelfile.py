@@ -1,4 +1,4 @@
-"""The PyTorch model saved next to an ONNX export (`<stem>.pt`), so a shrunk network can be fine-tuned
+"""The PyTorch model file saved next to an ONNX export (`<stem>.pt`), so a shrunk network can be fine-tuned
 or scored (`compressor eval PATH.pt`) without its run directory.
 
 Plain dicts, lists, numbers and tensors only, so it loads with `weights_only=True`. A shrunk state dict has
@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from compressor.errors import RunDirError
+from compressor.storage.checkpoint import load_torch_file
 
 FORMAT = 1
 _REQUIRED = ("format", "model", "options", "num_classes", "input_shape", "pruned_spec", "recipe")
@@ -47,15 +48,10 @@ def model_file_payload(
 def load_model_file(path: Path) -> tuple[dict[str, Any], list[nn.Module]]:
     """(payload, networks): one network, or one per posterior sample of a --bma export, in eval mode."""
     from compressor.models import create_model
-    from compressor.prune.shrink import rebuild
+    from compressor.prune import rebuild
 
     path = Path(path)
-    if not path.is_file():
-        raise RunDirError(f"{path}: model file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001  (torch raises many types for truncated or garbage files)
-        raise RunDirError(f"{path}: unreadable model file ({exc.__class__.__name__})") from None
+    payload = load_torch_file(path, "model file")
     if not isinstance(payload, dict) or any(k not in payload for k in _REQUIRED):
         raise RunDirError(f"{path}: not an exported compressor model (expected the .pt written by "
                           "`compressor export`)")
@@ -80,28 +76,3 @@ def load_model_file(path: Path) -> tuple[dict[str, Any], list[nn.Module]]:
             raise RunDirError(f"{path}: the weights do not fit the rebuilt model ({reason})") from None
         networks.append(member.eval())
     return payload, networks
-
-
-def evaluate_model_file(path: Path, overrides: list[str], device: str = "auto") -> dict[str, Any]:
-    """Score an exported model on its run's evaluation split (the stored recipe, plus --set overrides);
-    a --bma export averages its samples' softmax, like the ONNX graph does."""
-    from compressor import metrics as M
-    from compressor.engine.trainer import build_session, resolve_device
-    from compressor.recipe import apply_overrides, validate_recipe
-
-    payload, networks = load_model_file(path)
-    data, origin = apply_overrides(payload["recipe"], overrides)
-    recipe = validate_recipe(data, where=f"{path} (stored recipe)", origin=origin)
-    dev = resolve_device(device if device != "auto" else recipe.train.device)
-    session = build_session(recipe, dev)
-    if session.data.num_classes != payload["num_classes"]:
-        raise RunDirError(f"{path}: the model has {payload['num_classes']} classes, the data "
-                          f"{session.data.num_classes}")
-    outputs = [M.predict_probs(network.to(dev), session.val_loader, dev) for network in networks]
-    labels = outputs[0][1]
-    probs = torch.stack([p for p, _ in outputs]).mean(dim=0)
-    result = M.classification_metrics(probs, labels, recipe.eval.bins)
-    kind = f"BMA of {len(networks)} samples" if "samples" in payload else "exported model"
-    result["title"] = (f"{Path(path).name}: {kind}, {payload['model']} on {recipe.data.name} "
-                       f"({len(labels)} examples)")
-    return result

@@ -12,8 +12,10 @@ from typing import Any
 from compressor.errors import RunDirError
 
 
-def create_run_dir(out: Path, name: str) -> Path:
-    """Make a fresh run directory; a clash (same name, same second) gets a numeric suffix, never reuse."""
+def create_run_dir(out: Path, name: str, *, checkpoints: bool = True) -> Path:
+    """Make a fresh directory `<out>/<name>-<timestamp>`; a clash (same name, same second) gets a numeric
+    suffix, never reuse. A run directory gets its `checkpoints/` subfolder; `checkpoints=False` makes a bare
+    folder (a compare folder, `compare-<timestamp>`)."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"
     stamp = time.strftime("%Y%m%d-%H%M%S")
     try:
@@ -30,7 +32,8 @@ def create_run_dir(out: Path, name: str) -> Path:
             continue
         except OSError as exc:
             raise RunDirError(f"{path}: cannot create the run directory ({exc.strerror})") from None
-        (path / "checkpoints").mkdir()
+        if checkpoints:
+            (path / "checkpoints").mkdir()
         return path
     raise RunDirError(f"{out}: too many runs named {safe}-{stamp}")
 

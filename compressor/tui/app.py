@@ -19,12 +19,12 @@ from textual.containers import Grid, VerticalScroll
 from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
-from compressor.events import Event, RunStarted, StepDone
-from compressor.storage.rundir import read_jsonl
 from compressor.errors import CompressorError, RunDirError
+from compressor.events import Event, RunStarted, StepDone, event_from_record
+from compressor.storage.rundir import read_jsonl
 from compressor.tui.messages import EngineEvent, EventBatch, StepProgress
 from compressor.tui.source import MetricsTail
-from compressor.tui.state import CURVES, HEADER, LAYERS, OPTIMIZER, RELIABILITY, RunState, event_from_record
+from compressor.tui.state import CURVES, HEADER, LAYERS, OPTIMIZER, RELIABILITY, RunState
 from compressor.tui.widgets import (
     CurvePlot,
     EventLog,

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from compressor.events import Event
-from compressor.tui.state import event_from_record
+from compressor.events import Event, event_from_record
 
 
 class MetricsTail:

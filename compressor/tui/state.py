@@ -6,7 +6,6 @@ same panels with the same numbers.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +13,6 @@ from compressor.events import (
     EpochEnd,
     EStep,
     Event,
-    Log,
     Pruned,
     RunFinished,
     RunStarted,
@@ -22,25 +20,8 @@ from compressor.events import (
     StepDone,
 )
 
-EVENT_TYPES: dict[str, type[Event]] = {
-    cls.kind: cls for cls in (RunStarted, StepDone, EpochEnd, Pruned, EStep, SampleCollected, Log, RunFinished)
-}
-
 # Panels an event can change; the app redraws only these (the log pane is written per event instead).
 HEADER, CURVES, LAYERS, OPTIMIZER, RELIABILITY = "header", "curves", "layers", "optimizer", "reliability"
-
-
-def event_from_record(record: dict[str, Any]) -> Event | None:
-    """Rebuild an engine event from its metrics.jsonl record; unknown kinds and extra keys are ignored so an
-    older dashboard can still read a newer run."""
-    cls = EVENT_TYPES.get(str(record.get("event")))
-    if cls is None:
-        return None
-    names = {f.name for f in dataclasses.fields(cls)}
-    try:
-        return cls(**{k: v for k, v in record.items() if k in names})
-    except TypeError:  # a required field is missing: a record from an incompatible version
-        return None
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """What every baseline pruning scheme shares: SGD training (the `sgd` method's optimizer and schedule), the
-target and the epoch split, and the two ways of pruning.
+target and the prune schedule (`Method.schedule`), and the two ways of pruning.
 
 Structured schemes score our coupled channel groups (`GroupSet`), remove the lowest-scoring ones at one
 moment with the target met on the measured shrunk network (`prune.budget`), and hold them at exactly zero
@@ -11,20 +11,17 @@ excluded) to an exact sparsity; their MACs stay dense.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch_pruning as tp
 from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvNd
 
-from compressor.events import Event, Log, Pruned
-from compressor.methods.base import TrainContext
 from compressor.errors import RecipeError
-from compressor.methods.sgd import SGDMethod
-from compressor.prune.budget import select_for_target
-from compressor.prune.groups import GroupSet, build_groups, eval_mode
+from compressor.events import Event, Log
+from compressor.methods.base import TrainContext, pruned_event
+from compressor.methods.sgd import SGDConfig, SGDMethod
+from compressor.prune import build_groups, select_for_target
 
 
 def require_target(name: str, ctx: TrainContext) -> float:
@@ -35,63 +32,13 @@ def require_target(name: str, ctx: TrainContext) -> float:
     return float(ctx.prune.target)
 
 
-def prune_epoch(ctx: TrainContext) -> int:
-    """The shared split: dense training before this epoch, fine-tuning from it (`prune.target_epoch`;
-    default 60 % of the run, emmcmc's default too)."""
-    if ctx.prune.target_epoch is not None:
-        return int(ctx.prune.target_epoch)
-    return max(1, round(0.6 * ctx.epochs))
-
-
-class GroupScorer:
-    """Torch-Pruning importance estimators evaluated on our coupled groups.
-
-    Both sides come from the same `DependencyGraph.get_all_groups`, and our group ids are the layer's base
-    plus the tp group's root indices, so a tp group's score vector maps onto ours through the one layer that
-    names it (its earliest output layer in model order, the only out-layer in `groups.layers`).
-    """
-
-    def __init__(self, model: nn.Module, groups: GroupSet, example_input: Tensor) -> None:
-        names = {module: name for name, module in model.named_modules()}
-        classifier = model.get_submodule(model.classifier_name)
-        roots = [_ConvNd, nn.Linear] if groups.granularity == "channel" else [nn.Linear]
-        with eval_mode(model), torch.enable_grad():
-            graph = tp.DependencyGraph().build_dependency(
-                model, example_inputs=(example_input,), verbose=False
-            )
-        starts = {name: int((groups.layer_ids == i).nonzero()[0]) for i, name in enumerate(groups.layers)}
-        self.count = len(groups)
-        self.pairs: list[tuple[Any, int]] = []
-        for group in graph.get_all_groups(ignored_layers=[classifier], root_module_types=roots):
-            outs = [
-                names.get(item.dep.target.module)
-                for item in group.items
-                if item.dep.handler.__name__ == "prune_out_channels"
-            ]
-            layer = next((name for name in outs if name in starts), None)
-            if layer is not None:
-                self.pairs.append((group, starts[layer]))
-
-    def __call__(
-        self, importance: Callable[[Any], Tensor | None], within: Callable[[Tensor], Tensor] | None = None
-    ) -> Tensor:
-        """Per-group scores, each tp group's vector first passed through `within` if given (NaN where the
-        estimator has nothing to score, e.g. no BatchNorm)."""
-        score = torch.full((self.count,), float("nan"))
-        for group, start in self.pairs:
-            values = importance(group)
-            if values is not None:
-                values = values.detach().float().cpu()
-                score[start : start + len(values)] = within(values) if within is not None else values
-        return score
-
-
 class StructuredBaseline(SGDMethod):
     """SGD, one removal of the lowest-`score()` coupled groups at the prune step, fine-tuning with them at 0."""
 
+    kind = "structured"
     granularities: tuple[str, ...] = ("channel", "neuron")
 
-    def __init__(self, cfg: Any, ctx: TrainContext) -> None:
+    def __init__(self, cfg: SGDConfig, ctx: TrainContext) -> None:
         super().__init__(cfg, ctx)
         self.target = require_target(cfg.name, ctx)
         if ctx.prune.granularity not in self.granularities:
@@ -101,7 +48,7 @@ class StructuredBaseline(SGDMethod):
             )
         self.groups = build_groups(ctx.model, ctx.example_input, ctx.prune.granularity)
         self.pruned = torch.zeros(len(self.groups), dtype=torch.bool)
-        self.prune_step = prune_epoch(ctx) * ctx.steps_per_epoch
+        self.prune_step = self.schedule(cfg, ctx.prune, ctx.epochs).target_epoch * ctx.steps_per_epoch
         self.done = False
         self._keep: dict[nn.Parameter, Tensor] = {}
 
@@ -134,20 +81,9 @@ class StructuredBaseline(SGDMethod):
         )
         self.done = True
         self._apply(pruned)
-        table = self.groups.layer_table(pruned)
-        kept, total = sum(r["kept"] for r in table), sum(r["total"] for r in table)
-        return [
-            Pruned(
-                epoch=epoch + 1,
-                global_step=global_step,
-                newly_pruned=int(pruned.sum()),
-                pruned_groups=int(pruned.sum()),
-                total_groups=len(self.groups),
-                channel_sparsity=1.0 - kept / max(1, total),
-                layers=table,
-                reason=f"{self.cfg.name}: target {self.target:.0%} of {kind}",
-            )
-        ]
+        count = int(pruned.sum())
+        return [pruned_event(self.groups, pruned, count, epoch, global_step,
+                             f"{self.cfg.name}: target {self.target:.0%} of {kind}")]
 
     def _unscored_layer(self, score: Tensor) -> str:
         return self.groups.layers[int(self.groups.layer_ids[int(score.isnan().nonzero()[0])])]
@@ -179,7 +115,9 @@ class UnstructuredBaseline(SGDMethod):
     """SGD with 0/1 masks on single weights of every conv/linear layer but the classifier, re-applied after
     each step so pruned weights never regrow; `prune_to` sets an exact global sparsity."""
 
-    def __init__(self, cfg: Any, ctx: TrainContext) -> None:
+    kind = "unstructured"
+
+    def __init__(self, cfg: SGDConfig, ctx: TrainContext) -> None:
         super().__init__(cfg, ctx)
         self.target = require_target(cfg.name, ctx)
         classifier = getattr(ctx.model, "classifier_name", None)

@@ -11,28 +11,42 @@ rest fine-tunes. Pruning goes through our GroupSet, so the engine measures and e
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
 import torch
 import torch_pruning as tp
+from pydantic import Field
 from torch import Tensor
 
 from compressor.methods.base import TrainContext, register_method
-from compressor.methods.baselines.common import GroupScorer, StructuredBaseline
+from compressor.methods.baselines.common import StructuredBaseline
+from compressor.methods.sgd import SGDConfig
+from compressor.prune import group_scores
 
 
-@register_method("depgraph")
+class DepGraphConfig(SGDConfig):
+    """DepGraph (Fang et al. 2023): group-norm sparse training until `prune.target_epoch`, then removal of
+    the coupled groups with the smallest group norm, then fine-tuning."""
+
+    name: Literal["depgraph"] = "depgraph"  # type: ignore[assignment]
+    reg: float = Field(5e-4, ge=0, description="group regularisation strength (torch-pruning's --reg)")
+    alpha: float = Field(16.0, ge=1, description="weakest groups get up to alpha x the regularisation")
+
+
+@register_method
 class DepGraphPruning(StructuredBaseline):
-    def __init__(self, cfg: Any, ctx: TrainContext) -> None:
+    config = DepGraphConfig
+    cfg: DepGraphConfig
+
+    def __init__(self, cfg: DepGraphConfig, ctx: TrainContext) -> None:
         super().__init__(cfg, ctx)
-        self.scorer = GroupScorer(ctx.model, self.groups, ctx.example_input)
         self.importance = tp.importance.GroupMagnitudeImportance(
             p=2, group_reduction="mean", normalizer="mean"
         )
         self.biases = {p for name, p in ctx.model.named_parameters() if name.endswith("bias")}
 
     def score(self) -> Tensor:
-        return self.scorer(self.importance)
+        return group_scores(self.groups, self.importance)
 
     def _gamma(self, imp: Tensor) -> Tensor:
         imp = imp.sqrt()
@@ -43,7 +57,7 @@ class DepGraphPruning(StructuredBaseline):
 
     def step(self) -> None:
         if not self.done and self.cfg.reg > 0:
-            gamma = self.scorer(self.importance, within=self._gamma).nan_to_num(0.0)
+            gamma = group_scores(self.groups, self.importance, within=self._gamma).nan_to_num(0.0)
             with torch.no_grad():
                 for param, scale in self.groups.broadcast(gamma, combine="sum", fill=0.0).items():
                     if param.grad is not None and param not in self.biases:

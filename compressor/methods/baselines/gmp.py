@@ -4,11 +4,15 @@ masks updated every `prune_every` steps by global magnitude, then fine-tuning at
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
+from pydantic import Field
+
+from compressor.config import Section
 from compressor.events import Event
 from compressor.methods.base import TrainContext, register_method
-from compressor.methods.baselines.common import UnstructuredBaseline, prune_epoch
+from compressor.methods.baselines.common import UnstructuredBaseline
+from compressor.methods.sgd import SGDConfig
 
 
 def cubic_sparsity(step: int, start: int, end: int, final: float) -> float:
@@ -20,13 +24,27 @@ def cubic_sparsity(step: int, start: int, end: int, final: float) -> float:
     return final * (1.0 - (1.0 - (step - start) / (end - start)) ** 3)
 
 
-@register_method("gmp")
+class GMPConfig(SGDConfig):
+    """Gradual magnitude pruning: Zhu & Gupta's cubic sparsity ramp from prune.start_epoch to target_epoch."""
+
+    name: Literal["gmp"] = "gmp"  # type: ignore[assignment]
+    prune_every: int | None = Field(None, gt=0, description="steps between mask updates (None: 4 per epoch)")
+
+
+@register_method
 class GradualMagnitudePruning(UnstructuredBaseline):
-    def __init__(self, cfg: Any, ctx: TrainContext) -> None:
+    config = GMPConfig
+    cfg: GMPConfig
+
+    @classmethod
+    def default_start(cls, cfg: Section) -> int:
+        return 1  # one dense epoch before the cubic ramp starts
+
+    def __init__(self, cfg: GMPConfig, ctx: TrainContext) -> None:
         super().__init__(cfg, ctx)
-        self.end = prune_epoch(ctx) * ctx.steps_per_epoch
-        first = ctx.prune.start_epoch if ctx.prune.start_epoch is not None else min(1, prune_epoch(ctx))
-        self.start = min(first * ctx.steps_per_epoch, self.end)
+        schedule = self.schedule(cfg, ctx.prune, ctx.epochs)
+        self.end = schedule.target_epoch * ctx.steps_per_epoch
+        self.start = min(schedule.start_epoch * ctx.steps_per_epoch, self.end)
         self.every = cfg.prune_every or max(1, ctx.steps_per_epoch // 4)
 
     def after_step(self, epoch: int, global_step: int) -> list[Event]:

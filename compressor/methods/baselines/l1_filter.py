@@ -5,23 +5,33 @@ fan-in; the weakest groups go at `prune.target_epoch`, then fine-tuning."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
 import torch_pruning as tp
 from torch import Tensor
 
 from compressor.methods.base import TrainContext, register_method
-from compressor.methods.baselines.common import GroupScorer, StructuredBaseline
+from compressor.methods.baselines.common import StructuredBaseline
+from compressor.methods.sgd import SGDConfig
+from compressor.prune import group_scores
 
 
-@register_method("l1_filter")
+class L1FilterConfig(SGDConfig):
+    """L1-norm filter pruning of coupled channel groups at `prune.target_epoch`, then fine-tuning (Li et al.)."""
+
+    name: Literal["l1_filter"] = "l1_filter"  # type: ignore[assignment]
+
+
+@register_method
 class L1FilterPruning(StructuredBaseline):
-    def __init__(self, cfg: Any, ctx: TrainContext) -> None:
+    config = L1FilterConfig
+    cfg: L1FilterConfig
+
+    def __init__(self, cfg: L1FilterConfig, ctx: TrainContext) -> None:
         super().__init__(cfg, ctx)
-        self.scorer = GroupScorer(ctx.model, self.groups, ctx.example_input)
         self.importance = tp.importance.GroupMagnitudeImportance(
             p=1, group_reduction="first", normalizer="mean"
         )
 
     def score(self) -> Tensor:
-        return self.scorer(self.importance)
+        return group_scores(self.groups, self.importance)

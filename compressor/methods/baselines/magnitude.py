@@ -3,18 +3,28 @@ threshold to the target sparsity), fine-tune the survivors for the rest of the b
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
 from compressor.events import Event
 from compressor.methods.base import TrainContext, register_method
-from compressor.methods.baselines.common import UnstructuredBaseline, prune_epoch
+from compressor.methods.baselines.common import UnstructuredBaseline
+from compressor.methods.sgd import SGDConfig
 
 
-@register_method("magnitude")
+class MagnitudeConfig(SGDConfig):
+    """Global unstructured magnitude pruning at `prune.target_epoch`, then fine-tuning (Han et al. 2015)."""
+
+    name: Literal["magnitude"] = "magnitude"  # type: ignore[assignment]
+
+
+@register_method
 class MagnitudePruning(UnstructuredBaseline):
-    def __init__(self, cfg: Any, ctx: TrainContext) -> None:
+    config = MagnitudeConfig
+    cfg: MagnitudeConfig
+
+    def __init__(self, cfg: MagnitudeConfig, ctx: TrainContext) -> None:
         super().__init__(cfg, ctx)
-        self.prune_step = prune_epoch(ctx) * ctx.steps_per_epoch
+        self.prune_step = self.schedule(cfg, ctx.prune, ctx.epochs).target_epoch * ctx.steps_per_epoch
 
     def after_step(self, epoch: int, global_step: int) -> list[Event]:
         if self.masks is not None or global_step < self.prune_step:

@@ -3,15 +3,27 @@ the measured network, removed at `prune.target_epoch`, then fine-tuning: the flo
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
 
 from compressor.methods.base import register_method
 from compressor.methods.baselines.common import StructuredBaseline
+from compressor.methods.sgd import SGDConfig
 
 
-@register_method("random")
+class RandomConfig(SGDConfig):
+    """Random coupled channel groups removed at `prune.target_epoch`: the floor any criterion must beat."""
+
+    name: Literal["random"] = "random"  # type: ignore[assignment]
+
+
+@register_method
 class RandomPruning(StructuredBaseline):
+    config = RandomConfig
+    cfg: RandomConfig
+
     granularities = ("channel", "neuron", "kernel", "feature")
 
     def score(self) -> Tensor:

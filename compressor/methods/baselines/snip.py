@@ -6,28 +6,46 @@ over the group, unnormalised: sensitivities are loss changes, comparable across 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
 import torch_pruning as tp
+from pydantic import Field
 from torch import Tensor
 
+from compressor.config import Section
 from compressor.events import Event
-from compressor.methods.base import Method, TrainContext, register_method
-from compressor.methods.baselines.common import GroupScorer, StructuredBaseline, UnstructuredBaseline
+from compressor.methods.base import Kind, Method, TrainContext, register_method
+from compressor.methods.baselines.common import StructuredBaseline, UnstructuredBaseline
+from compressor.methods.sgd import SGDConfig
+from compressor.prune import group_scores
 
 
-@register_method("snip")
+class SNIPConfig(SGDConfig):
+    """SNIP: connection sensitivity |w * grad| on the first batch at initialisation, one shot, then training."""
+
+    name: Literal["snip"] = "snip"  # type: ignore[assignment]
+    structured: bool = Field(False, description="score and remove coupled channel groups instead of weights")
+
+
+@register_method
 class SNIP(Method):
     """One recipe name, two shapes of pruning: `__new__` returns the variant `structured` asks for."""
 
-    def __new__(cls, cfg: Any, ctx: TrainContext) -> Method:  # type: ignore[misc]
+    config = SNIPConfig
+    cfg: SNIPConfig
+
+    def __new__(cls, cfg: SNIPConfig, ctx: TrainContext) -> Method:  # type: ignore[misc]
         return (StructuredSNIP if cfg.structured else UnstructuredSNIP)(cfg, ctx)
+
+    @classmethod
+    def kind_of(cls, cfg: Section) -> Kind:
+        return "structured" if getattr(cfg, "structured", False) else "unstructured"
 
 
 class UnstructuredSNIP(UnstructuredBaseline):
     name = "snip"
 
-    def __init__(self, cfg: Any, ctx: TrainContext) -> None:
+    def __init__(self, cfg: SNIPConfig, ctx: TrainContext) -> None:
         super().__init__(cfg, ctx)
         self.pending: list[Event] = []
 
@@ -44,14 +62,13 @@ class UnstructuredSNIP(UnstructuredBaseline):
 class StructuredSNIP(StructuredBaseline):
     name = "snip"
 
-    def __init__(self, cfg: Any, ctx: TrainContext) -> None:
+    def __init__(self, cfg: SNIPConfig, ctx: TrainContext) -> None:
         super().__init__(cfg, ctx)
-        self.scorer = GroupScorer(ctx.model, self.groups, ctx.example_input)
         self.importance = tp.importance.GroupTaylorImportance(group_reduction="sum", normalizer=None)
         self.pending: list[Event] = []
 
     def score(self) -> Tensor:
-        return self.scorer(self.importance)
+        return group_scores(self.groups, self.importance)
 
     def step(self) -> None:
         if not self.done:  # the first step: gradients of the first batch at the initial weights

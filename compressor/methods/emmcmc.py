@@ -1,115 +1,68 @@
-"""The Bayesian methods: `avb` (adaptive VB-SGHMC, dense) and `emmcmc` (plus spike-and-slab group prior).
+"""`emmcmc`: the avb sampler plus a spike-and-slab prior on coupled channel groups, whose E-step moves each group
+between slab (small decay) and spike (large decay) and removes collapsed groups for good: training and
+structured pruning in one run (docs/algorithm.md, sections 3 and 4).
 
-`avb` samples with AdaptiveSGHMC under a cyclical (or plain) schedule and collects posterior samples at
-the last epochs of each cycle for Bayesian model averaging (averaged softmax). `emmcmc` adds the E-step
-of SPEC section 2 on coupled channel groups: each group's weight decay switches between slab (lambda1)
-and spike (lambda0) by its posterior slab probability, and spiked groups whose statistic collapses are
-removed for good (zeroed, masked in the optimizer, physically removable by `prune.shrink`).
-
-Budget control (`prune.target`): the spiked share of the cost ramps linearly from `prune.start_epoch` to
-`prune.target_epoch`; at each E-step pi is set (pi_for_budget) so exactly the groups with the smallest
-statistic up to that share go to the spike. At `target_epoch` the spiked groups are removed, with the
-share chosen by bisection on the *measured* MACs/params of the shrunk network, so the target is met on
-the real network rather than on the (overlapping) per-group cost estimates. After that every live group is
-slab: the per-group cost estimates overlap, so the held share would otherwise keep spiking live groups and
-cut past the target.
+Budget control (`prune.target`): the spiked share of the cost ramps linearly from the schedule's start to its
+target epoch; at each E-step pi is set (pi_for_budget) so exactly the groups with the smallest log-odds up to
+that share go to the spike. At the target epoch the spiked groups are removed, with the share chosen by
+bisection on the *measured* MACs/params of the shrunk network, so the target is met on the real network rather
+than on the (overlapping) per-group cost estimates. After that every live group is slab: the per-group cost
+estimates overlap, so the held share would otherwise keep spiking live groups and cut past the target.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field, model_validator
 from torch import Tensor
 
-from compressor.bayes import (
-    AdaptiveSGHMC,
-    cycle_of,
-    cyclical_cosine,
-    is_sample_epoch,
-    pi_for_budget,
-    ramp,
-    slab_probability,
-    update_pi,
-)
-from compressor.storage.checkpoint import atomic_torch_save
-from compressor.events import EStep, Event, Log, Pruned, SampleCollected
-from compressor.methods.base import Method, Predict, TrainContext, register_method, split_decay
-from compressor.metrics import classification_metrics
-from compressor.methods.sgd import dense_lr
-from compressor.prune.budget import bisect_share, remaining_cost
+from compressor.bayes import group_decay, hard_slab, pi_for_budget, ramp, slab_probability, update_pi
+from compressor.config import Section
+from compressor.events import EStep, Event, Log
+from compressor.methods.avb import AVBConfig, AVBMethod
+from compressor.methods.base import TrainContext, pruned_event, register_method
+from compressor.prune import bisect_share, build_groups, remaining_cost
 
 
-@register_method("avb")
-class AVBMethod(Method):
-    def __init__(self, cfg: Any, ctx: TrainContext) -> None:
-        super().__init__(cfg, ctx)
-        decay, exempt = split_decay(ctx.model, decay_bn=cfg.prior_on_bn)
-        groups: list[dict[str, Any]] = [{"params": decay}]
-        if exempt:
-            groups.append({"params": exempt, "weight_decay": 0.0, "noise": False})
-        self.optimizer = AdaptiveSGHMC(groups, n_data=ctx.n_train, lr=cfg.lr, beta1=cfg.beta1, beta2=cfg.beta2,
-                                       eta=cfg.eta, weight_decay=cfg.weight_decay, temperature=cfg.temperature,
-                                       seed=ctx.seed, nesterov=cfg.nesterov, fused=cfg.fused)
-        self.samples = 0
-        self.prob_sum: Tensor | None = None
+class EMMCMCConfig(AVBConfig):
+    """The avb optimizer plus the spike-and-slab group prior with E-step and hard pruning."""
 
-    def lr_at(self, global_step: int) -> float:
-        if self.cfg.schedule == "cyclical":
-            return cyclical_cosine(min(global_step, self.ctx.total_steps - 1), self.ctx.total_steps,
-                                   self.cfg.cycles, self.cfg.lr)
-        return dense_lr(self.cfg.schedule, self.cfg.lr, global_step, self.ctx)
+    name: Literal["emmcmc"] = "emmcmc"  # type: ignore[assignment]
+    lambda0: float = Field(0.05, gt=0, description="spike precision per datum (large decay)")
+    pi: float = Field(0.5, gt=0, lt=1, description="prior slab probability")
+    update_pi: bool = Field(False, description="pi <- mean of the slab probabilities after each E-step")
+    estep: Literal["soft", "hard"] = "soft"
+    warmup_epochs: int = Field(1, ge=0, description="E-steps start after this many epochs")
+    estep_every: int | None = Field(None, gt=0, description="E-step every K steps (None: each epoch)")
 
-    def collecting(self, epoch: int) -> bool:
-        return is_sample_epoch(epoch, self.ctx.epochs, self.cfg.cycles, self.cfg.samples_per_cycle)
-
-    def on_epoch_end(self, epoch: int, global_step: int, predict: Predict) -> tuple[dict | None, list[Event]]:
-        if not self.collecting(epoch):
-            return None, []
-        probs, labels = predict()
-        self.prob_sum = probs.clone() if self.prob_sum is None else self.prob_sum + probs
-        self.samples += 1
-        folder = self.ctx.run_dir / "samples"
-        folder.mkdir(exist_ok=True)
-        atomic_torch_save({"model": self.ctx.model.state_dict(), "epoch": epoch + 1},
-                          folder / f"sample-{self.samples:03d}.pt")
-        bma = classification_metrics(self.prob_sum / self.samples, labels)
-        bma["samples"] = self.samples
-        return bma, [SampleCollected(epoch=epoch + 1, samples=self.samples, bma=bma)]
-
-    def diagnostics(self) -> dict[str, float]:
-        diag = self.optimizer.diagnostics()
-        step = min(int(self.optimizer.steps), self.ctx.total_steps - 1)
-        diag["cycle"] = float(cycle_of(max(0, step), self.ctx.total_steps, self.cfg.cycles) + 1)
-        diag["samples"] = float(self.samples)
-        return diag
-
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state["samples"] = self.samples
-        if self.prob_sum is not None:
-            state["prob_sum"] = self.prob_sum
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.samples = int(state.get("samples", 0))
-        self.prob_sum = state.get("prob_sum")
+    @model_validator(mode="after")
+    def _spike_larger(self) -> EMMCMCConfig:
+        if self.lambda0 <= self.weight_decay:
+            raise ValueError("lambda0 (spike) must be larger than weight_decay (slab)")
+        return self
 
 
-@register_method("emmcmc")
+@register_method
 class EMMCMCMethod(AVBMethod):
-    def __init__(self, cfg: Any, ctx: TrainContext) -> None:
-        from compressor.prune.groups import build_groups
+    config = EMMCMCConfig
+    kind = "structured"
+    cfg: EMMCMCConfig
 
+    @classmethod
+    def default_start(cls, cfg: Section) -> int:
+        assert isinstance(cfg, EMMCMCConfig)
+        return cfg.warmup_epochs
+
+    def __init__(self, cfg: EMMCMCConfig, ctx: TrainContext) -> None:
         super().__init__(cfg, ctx)
         self.prune_cfg = ctx.prune
         self.groups = build_groups(ctx.model, ctx.example_input, ctx.prune.granularity)
         self.pruned = torch.zeros(len(self.groups), dtype=torch.bool)
         self.logit_pi = float(torch.logit(torch.tensor(cfg.pi, dtype=torch.float64)))
-        self.start_epoch = ctx.prune.start_epoch if ctx.prune.start_epoch is not None else cfg.warmup_epochs
-        default_target = max(self.start_epoch + 1, round(0.6 * ctx.epochs))
-        self.target_epoch = ctx.prune.target_epoch or min(ctx.epochs, default_target)
+        schedule = self.schedule(cfg, ctx.prune, ctx.epochs)
+        self.start_epoch, self.target_epoch = schedule.start_epoch, schedule.target_epoch
         self.removed_for_target = False
         self.final_share: float | None = None
 
@@ -141,17 +94,15 @@ class EMMCMCMethod(AVBMethod):
             choice = pi_for_budget(s, m, self._costs(), share, n_data=n, lambda1=cfg.weight_decay,
                                    lambda0=cfg.lambda0)
             self.logit_pi = choice.logit_pi
-        p = slab_probability(s, m, n_data=n, lambda1=cfg.weight_decay, lambda0=cfg.lambda0,
-                             logit_pi=self.logit_pi).float()
-        if cfg.estep == "hard":
-            p = (p > 0.5).float()
+        posterior = hard_slab if cfg.estep == "hard" else slab_probability
+        p = posterior(s, m, n_data=n, lambda1=cfg.weight_decay, lambda0=cfg.lambda0, logit_pi=self.logit_pi).float()
         if cfg.update_pi and target is None:
             pi = min(max(update_pi(p), 1e-6), 1 - 1e-6)
             self.logit_pi = float(torch.logit(torch.tensor(pi, dtype=torch.float64)))
         if target is not None and self.removed_for_target:
             p = torch.ones_like(p)  # the budget is spent: every live group is slab, none drifts out of it
         p = torch.where(self.pruned.to(p.device), torch.zeros_like(p), p)
-        extra = (1.0 - p) * (cfg.lambda0 - cfg.weight_decay)
+        extra = group_decay(p, cfg.weight_decay, cfg.lambda0) - cfg.weight_decay
         extra = torch.where(extra < 1e-3 * cfg.weight_decay, torch.zeros_like(extra), extra)  # skip no-ops
         for param, value in groups.broadcast(extra, combine="sum", fill=0.0).items():
             self.optimizer.set_extra_decay(param, value if bool(value.any()) else None)
@@ -224,12 +175,7 @@ class EMMCMCMethod(AVBMethod):
             return []
         self.pruned = pruned
         self._apply_masks()
-        events = self._drop_samples()
-        table = self.groups.layer_table(pruned)
-        kept, total = sum(r["kept"] for r in table), sum(r["total"] for r in table)
-        return events + [Pruned(epoch=epoch + 1, global_step=global_step, newly_pruned=newly,
-                       pruned_groups=int(pruned.sum()), total_groups=len(self.groups),
-                       channel_sparsity=1.0 - kept / max(1, total), layers=table, reason=reason)]
+        return self._drop_samples() + [pruned_event(self.groups, pruned, newly, epoch, global_step, reason)]
 
     def _apply_masks(self) -> None:
         self.groups.zero_(self.pruned)

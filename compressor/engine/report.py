@@ -1,0 +1,73 @@
+"""What a run reports about its network: sizes and MACs of the shrunk network, per-layer widths, and the
+summary.json written at the end."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+
+from compressor import metrics as M
+from compressor.engine.session import Session
+from compressor.methods import Method
+from compressor.recipe import Recipe
+
+
+def sparsity_report(model: torch.nn.Module, method: Method, example: torch.Tensor, classifier: str) -> dict[str, Any]:
+    """Parameters, MACs of the network with its pruned channels removed, and per-layer kept/total channels."""
+    params, nonzero = M.count_params(model)
+    if method.groups is not None and method.pruned is not None and bool(method.pruned.any()):
+        from compressor.prune import shrink
+
+        layers = method.groups.layer_table(method.pruned)
+        small = shrink(model, method.groups, method.pruned)
+        macs = M.count_macs(small, example)
+        params_shrunk = sum(p.numel() for p in small.parameters())
+    else:
+        widths = M.conv_linear_widths(model, skip=classifier)
+        layers = [{"layer": k, "kept": v, "total": v} for k, v in widths.items()]
+        macs = M.count_macs(model, example)
+        params_shrunk = params
+    kept = sum(row["kept"] for row in layers)
+    total = sum(row["total"] for row in layers)
+    return {
+        "params": params,
+        "params_nonzero": nonzero,
+        "params_shrunk": params_shrunk,
+        "param_sparsity": 1.0 - nonzero / max(1, params),
+        "channel_sparsity": 1.0 - kept / max(1, total),
+        "macs": macs,
+        "layers": layers,
+    }
+
+
+def run_summary(recipe: Recipe, s: Session, method: Method, ev: dict, bma: dict | None, macs_dense: float,
+                train_seconds: float, images_seen: int, stopped: bool) -> dict[str, Any]:
+    """summary.json: the final evaluation, the network's size, timing, the data's description and what the
+    method adds (`Method.summary_extra`)."""
+    classifier = getattr(s.model, "classifier_name", "")
+    sparsity = sparsity_report(s.model, method, s.example_input, classifier)
+    summary: dict[str, Any] = {
+        "method": recipe.method.name,
+        "model": recipe.model.name,
+        "dataset": recipe.data.name,
+        "epochs": recipe.train.epochs,
+        "completed": not stopped,
+        **{key: ev.get(key) for key in ("accuracy", "nll", "ece", "brier", "reliability")},
+        **{key: sparsity[key] for key in ("params", "params_nonzero", "params_shrunk", "macs")},
+        "macs_dense": macs_dense,
+        **{key: sparsity[key] for key in ("param_sparsity", "channel_sparsity", "layers")},
+        "train_seconds": train_seconds,
+        "train_images_per_second": images_seen / max(1e-9, train_seconds),
+        "n_train": len(s.data.train),
+        "n_val": len(s.data.val),
+        "classes": list(s.data.classes),
+        "mean": list(s.data.mean),
+        "std": list(s.data.std),
+        "input_shape": list(s.data.input_shape),
+    }
+    if bma is not None:
+        summary["bma"] = bma
+    summary.update(method.summary_extra())
+    return json.loads(json.dumps(summary))
