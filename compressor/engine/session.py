@@ -15,6 +15,7 @@ import torch
 import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, Subset
 
+from compressor.data import DataBundle
 from compressor.engine.distributed import GlobalBatchSampler, Ranks
 from compressor.errors import RunDirError
 from compressor.recipe import Recipe
@@ -40,7 +41,7 @@ class Session:
 
     recipe: Recipe
     device: torch.device
-    data: Any
+    data: DataBundle
     model: torch.nn.Module
     train_loader: DataLoader
     val_loader: DataLoader

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from compressor.engine.session import Session, build_session
 from compressor.errors import ExportError, RunDirError
+from compressor.prune import GroupSet
 from compressor.recipe import Recipe, apply_overrides, validate_recipe
 from compressor.storage.checkpoint import load_checkpoint, load_sample
 
@@ -110,7 +111,7 @@ class Networks:
 
     reference: nn.Module  # dense architecture, pruned groups zeroed ("masked"): also the dense baseline
     exported: nn.Module  # what goes into the ONNX file (shrunk unless masked)
-    groups: Any  # GroupSet or None when nothing is pruned
+    groups: GroupSet | None  # None when nothing is pruned
     pruned: Tensor | None  # final mask, after --round-to
     pruned_unrounded: Tensor | None
     spec: dict[str, Any] | None  # pruned_spec of `exported` (None when masked or nothing is pruned)

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from compressor.config import PruneConfig, Section
 from compressor.events import Event, Pruned
+from compressor.prune import GroupSet
 
 Kind = Literal["dense", "structured", "unstructured"]
 KINDS: tuple[Kind, ...] = ("dense", "structured", "unstructured")
@@ -93,10 +94,10 @@ class Method(ABC):
     config: ClassVar[type[Section]]
     kind: ClassVar[Kind] = "dense"
     optimizer: torch.optim.Optimizer
-    groups: Any = None  # compressor.prune.GroupSet when the method prunes
+    groups: GroupSet | None = None  # set when the method prunes
     pruned: Tensor | None = None  # bool per group
 
-    def __init__(self, cfg: Any, ctx: TrainContext) -> None:
+    def __init__(self, cfg: Section, ctx: TrainContext) -> None:
         self.cfg = cfg
         self.ctx = ctx
 
@@ -188,7 +189,7 @@ def param_groups(
     return groups
 
 
-def pruned_event(groups: Any, pruned: Tensor, newly: int, epoch: int, global_step: int, reason: str) -> Pruned:
+def pruned_event(groups: GroupSet, pruned: Tensor, newly: int, epoch: int, global_step: int, reason: str) -> Pruned:
     """The `Pruned` event of a removal: `pruned` is the whole mask after it, `newly` how many groups it added."""
     table = groups.layer_table(pruned)
     kept, total = sum(r["kept"] for r in table), sum(r["total"] for r in table)
@@ -205,5 +206,6 @@ def method_class(name: str) -> type[Method]:
         raise KeyError(f"unknown method {name!r} (known: {', '.join(METHODS)})") from None
 
 
-def create_method(cfg: Any, ctx: TrainContext) -> Method:
-    return method_class(cfg.name)(cfg, ctx)
+def create_method(cfg: Section, ctx: TrainContext) -> Method:
+    """The registered method of the recipe's `method:` section (`cfg.name`)."""
+    return method_class(cfg.name)(cfg, ctx)  # type: ignore[attr-defined]

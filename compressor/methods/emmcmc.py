@@ -102,7 +102,8 @@ class EMMCMCMethod(AVBMethod):
         if target is not None and self.removed_for_target:
             p = torch.ones_like(p)  # the budget is spent: every live group is slab, none drifts out of it
         p = torch.where(self.pruned.to(p.device), torch.zeros_like(p), p)
-        extra = group_decay(p, cfg.weight_decay, cfg.lambda0) - cfg.weight_decay
+        # the decay on top of the slab's weight_decay: the mixed prior precision measured from lambda1
+        extra = group_decay(p, 0.0, cfg.lambda0 - cfg.weight_decay)
         extra = torch.where(extra < 1e-3 * cfg.weight_decay, torch.zeros_like(extra), extra)  # skip no-ops
         for param, value in groups.broadcast(extra, combine="sum", fill=0.0).items():
             self.optimizer.set_extra_decay(param, value if bool(value.any()) else None)
