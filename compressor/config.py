@@ -51,6 +51,8 @@ class DataConfig(Section):
     limit: int | None = Field(None, gt=0, description="use at most this many training examples")
     val_limit: int | None = Field(None, gt=0, description="use at most this many evaluation examples")
     val_split: float = Field(0.1, gt=0.0, lt=1.0, description="held-out fraction when there is no eval split")
+    split_seed: int = Field(0, ge=0, lt=2**63, description="picks the held-out split and the limit subsets; "
+                            "train.seed never moves them, so every seed is scored on the same examples")
     augment: bool | None = Field(None, description="None = the dataset's default augmentation")
     download: bool = Field(False, description="cifar: download with torchvision (needs network)")
     image_size: int | None = Field(None, gt=0, description="imagefolder: resize to this size (default 224)")

@@ -161,6 +161,16 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     return validate_recipe(data, where=where, lines=lines, origin=origin, default_name=path.stem)
 
 
+def stored_recipe(data: dict) -> dict:
+    """A recipe read back from a run (recipe.yaml, a checkpoint, an exported model file): one written before
+    `data.split_seed` existed drew its split from `train.seed`, so that is its split seed."""
+    data = copy.deepcopy(data)
+    section = data.get("data")
+    if isinstance(section, dict) and "split_seed" not in section:
+        section["split_seed"] = int((data.get("train") or {}).get("seed", 0))
+    return data
+
+
 def validate_recipe(
     data: dict,
     *,

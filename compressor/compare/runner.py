@@ -15,7 +15,7 @@ from compressor.compare.leaderboard import Results, run_metrics, write_board
 from compressor.compare.plan import CompareOptions, plan_runs
 from compressor.errors import CompressorError
 from compressor.events import Event
-from compressor.recipe import Recipe, validate_recipe
+from compressor.recipe import Recipe, stored_recipe, validate_recipe
 from compressor.storage.rundir import create_run_dir
 
 MANIFEST = "compare.json"
@@ -36,7 +36,7 @@ def _stored_recipe(run_dir: Path) -> dict[str, Any] | None:
     not make an upgraded compressor retrain finished runs; None when it is unreadable or no longer valid."""
     try:
         stored = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
-        return validate_recipe(stored, where=str(run_dir / "recipe.yaml")).to_dict()
+        return validate_recipe(stored_recipe(stored), where=str(run_dir / "recipe.yaml")).to_dict()
     except (OSError, yaml.YAMLError, CompressorError):
         return None
 

@@ -14,7 +14,7 @@ from torch import nn
 from compressor import metrics as M
 from compressor.engine.session import build_session, resolve_device
 from compressor.errors import RunDirError
-from compressor.recipe import apply_overrides, validate_recipe
+from compressor.recipe import apply_overrides, stored_recipe, validate_recipe
 from compressor.storage.checkpoint import load_checkpoint
 from compressor.storage.modelfile import load_model_file
 
@@ -33,7 +33,7 @@ def evaluate_run(path: Path, overrides: list[str], device: str = "auto") -> dict
         if not recipe_path.is_file():
             raise RunDirError(f"{path}: not a run directory (no recipe.yaml)")
         stored, where = yaml.safe_load(recipe_path.read_text(encoding="utf-8")) or {}, str(recipe_path)
-    data, origin = apply_overrides(stored, overrides)
+    data, origin = apply_overrides(stored_recipe(stored), overrides)
     recipe = validate_recipe(data, where=where, origin=origin)
     if networks is None:
         state = load_checkpoint(path / "checkpoints" / "last.pt")

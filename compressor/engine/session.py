@@ -84,7 +84,7 @@ def build_session(recipe: Recipe, device: torch.device, ranks: Ranks | None = No
     from compressor.data import build_data
 
     seed_everything(recipe.train.seed)
-    data = build_data(recipe.data, seed=recipe.train.seed)
+    data = build_data(recipe.data, seed=recipe.data.split_seed)
     model = build_model(recipe, data.num_classes, tuple(data.input_shape)).to(device)
     if recipe.train.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)

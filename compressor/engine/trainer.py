@@ -31,7 +31,7 @@ from compressor.engine.state import Progress, epoch_seed, load_resume_state, rng
 from compressor.errors import TrainingDiverged
 from compressor.events import EpochEnd, Event, Log, RunFinished, RunStarted, StepDone
 from compressor.methods import Method, TrainContext, create_method
-from compressor.recipe import Recipe, resolved_yaml, validate_recipe
+from compressor.recipe import Recipe, resolved_yaml, stored_recipe, validate_recipe
 from compressor.storage.checkpoint import save_checkpoint
 from compressor.storage.rundir import JsonlWriter, create_run_dir, write_json
 
@@ -70,7 +70,7 @@ def run(
         if resume is not None:
             run_dir = Path(resume)
             state, notes = ranks.on_main(lambda: load_resume_state(run_dir))
-            recipe = validate_recipe(state["recipe"], where=str(run_dir / "recipe.yaml"))
+            recipe = validate_recipe(stored_recipe(state["recipe"]), where=str(run_dir / "recipe.yaml"))
         assert recipe is not None, "run() needs a recipe or a run directory to resume"
         dev = ranks.device(resolve_device(device or recipe.train.device))
         s = build_session(recipe, dev, ranks)

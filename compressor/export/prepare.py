@@ -16,12 +16,12 @@ from torch import Tensor, nn
 from compressor.engine.session import Session, build_session
 from compressor.errors import ExportError, RunDirError
 from compressor.prune import GroupSet
-from compressor.recipe import Recipe, apply_overrides, validate_recipe
+from compressor.recipe import Recipe, apply_overrides, stored_recipe, validate_recipe
 from compressor.storage.checkpoint import load_checkpoint, load_sample
 
 CHECKPOINT_FORMS = "last, best or sample-K"
 # Keys that decide which examples form the evaluation split: a recorded accuracy only applies when they match.
-_SPLIT_KEYS = ("name", "limit", "val_limit", "val_split", "image_size")
+_SPLIT_KEYS = ("name", "limit", "val_limit", "val_split", "image_size", "split_seed")
 
 
 class Ensemble(nn.Module):
@@ -72,12 +72,12 @@ def load_source(run_dir: Path, checkpoint: str, bma: bool, overrides: list[str])
     stored = payload.get("recipe")
     if not isinstance(stored, dict):
         raise RunDirError(f"{main}: the checkpoint holds no recipe")
+    stored = stored_recipe(stored)
     data, origin = apply_overrides(stored, overrides)
     recipe = validate_recipe(data, where=f"{main} (stored recipe)", origin=origin)
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
-    same_split = (all(stored["data"].get(k) == getattr(recipe.data, k) for k in _SPLIT_KEYS)
-                  and stored["train"].get("seed") == recipe.train.seed and not recipe.train.amp)
+    same_split = all(stored["data"].get(k) == getattr(recipe.data, k) for k in _SPLIT_KEYS) and not recipe.train.amp
     recorded: float | None = None
     recorded_source = ""
     if bma:

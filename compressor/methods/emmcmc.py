@@ -23,7 +23,7 @@ from compressor.config import Section
 from compressor.events import EStep, Event, Log
 from compressor.methods.avb import AVBConfig, AVBMethod
 from compressor.methods.base import TrainContext, pruned_event, register_method
-from compressor.prune import bisect_share, build_groups, remaining_cost
+from compressor.prune import bisect_share, build_groups, land_on_target, reduction_of
 
 
 class EMMCMCConfig(AVBConfig):
@@ -138,15 +138,14 @@ class EMMCMCMethod(AVBMethod):
         score = s.detach().cpu().double().masked_fill(self.pruned, -float("inf"))
         return self.groups.round_kept(pruned, score, self.prune_cfg.round_to) | self.pruned
 
-    def _total_measure(self, pruned: Tensor) -> float:
-        """MACs or parameters of the network with `pruned` removed (what the target is defined on)."""
-        return remaining_cost(self.ctx.model, self.groups, pruned, self.prune_cfg.target_kind, self.ctx.example_input)
-
     def _share_for_target(self, s: Tensor, m: Tensor) -> tuple[float, Tensor]:
-        """Smallest spiked cost share whose removal cuts the *measured* MACs/params by the target."""
-        dense = self._total_measure(torch.zeros_like(self.pruned))
-        return bisect_share(lambda share: self._spike_set(s, m, share),
-                            lambda cand: 1.0 - self._total_measure(cand) / dense, self.prune_cfg.target)
+        """Smallest spiked cost share whose removal cuts the *measured* MACs/params by the target, and the set
+        to remove: that share's spike set, or one landing closer to the target (`land_on_target`)."""
+        cfg = self.prune_cfg
+        reduction = reduction_of(self.ctx.model, self.groups, cfg.target_kind, self.ctx.example_input)
+        share, over, under = bisect_share(lambda share: self._spike_set(s, m, share), reduction, cfg.target)
+        score = s.detach().cpu().double().masked_fill(self.pruned, -float("inf"))
+        return share, land_on_target(self.groups, under, over, score, reduction, cfg.target, cfg.round_to)
 
     def _remove_for_target(self, s: Tensor, m: Tensor, epoch: int, global_step: int) -> list[Event]:
         self.removed_for_target = True

@@ -36,18 +36,76 @@ def remaining_cost(
 
 def bisect_share(
     candidate: Callable[[float], Tensor], reduction: Callable[[Tensor], float], target: float
-) -> tuple[float, Tensor]:
+) -> tuple[float, Tensor, Tensor]:
     """Smallest share whose `candidate(share)` pruned set reaches `reduction(...) >= target`, with that set
-    (share 1.0 when even the largest set falls short)."""
+    (share 1.0 when even the largest set falls short), and the largest candidate found short of the target
+    (nothing pruned when none was)."""
     lo, hi = 0.0, 1.0
     best = (1.0, candidate(1.0))
+    under = torch.zeros_like(best[1])
     for _ in range(BISECTION_STEPS):
         mid = 0.5 * (lo + hi)
         cand = candidate(mid)
         if reduction(cand) >= target:
             hi, best = mid, (mid, cand)
         else:
-            lo = mid
+            lo, under = mid, cand
+    return best[0], best[1], under
+
+
+def _next_block(groups: GroupSet, pruned: Tensor, layer: int, order: Tensor, multiple: int) -> Tensor | None:
+    """The lowest-`order` kept groups of `layer` whose removal takes its width to the next allowed one below
+    (a positive multiple of `multiple`), or None when the layer is already at its narrowest."""
+    members = (groups.layer_ids == layer).nonzero().squeeze(1)
+    kept = members[~pruned[members]]
+    narrower = (len(kept) - 1) // multiple * multiple
+    if narrower <= 0:
+        return None
+    ranked = kept[torch.argsort(order[kept], stable=True)]
+    return ranked[: len(kept) - narrower]
+
+
+def land_on_target(
+    groups: GroupSet,
+    under: Tensor,
+    over: Tensor,
+    score: Tensor,
+    reduction: Callable[[Tensor], float],
+    target: float,
+    multiple: int = 1,
+    tolerance: float = 0.01,
+) -> Tensor:
+    """A pruned set that meets `target` within `tolerance` where one can be built from `under` (short of the
+    target) by adding whole width steps of any layer, lowest mean `score` first.
+
+    Rounding widths to `multiple` makes the candidate family jump (one more group can drop a residual-tied
+    width by `multiple` channels across a whole stage), so the smallest family member past the target can
+    remove several points more than asked; comparing methods at unequal cost would be unfair. Falls back to
+    the set that overshoots least (`over` at worst)."""
+    if not groups.removable:
+        return over
+    score = score.detach().cpu().double()
+    current = under.clone()
+    layers = list(range(len(groups.layers)))
+    best, best_reduction = over, reduction(over)
+    while layers:
+        blocks = [(layer, block) for layer in layers
+                  if (block := _next_block(groups, current, layer, score, multiple)) is not None]
+        blocks.sort(key=lambda item: float(score[item[1]].mean()))
+        for layer, block in blocks:
+            trial = current.clone()
+            trial[block] = True
+            value = reduction(trial)
+            if value < target:
+                current = trial
+                break
+            if value <= target + tolerance:
+                return trial
+            if value < best_reduction:
+                best, best_reduction = trial, value
+            layers.remove(layer)
+        else:
+            break
     return best
 
 
@@ -79,11 +137,18 @@ def select_for_target(
     example: Tensor,
     multiple: int = 1,
 ) -> Tensor:
-    """The lowest-scoring groups whose removal cuts the measured `kind` of `model` by at least `target`,
-    widths kept multiples of `multiple`."""
+    """The lowest-scoring groups whose removal cuts the measured `kind` of `model` by at least `target` (and
+    by at most a point more where widths allow), widths kept multiples of `multiple`."""
+    reduction = reduction_of(model, groups, kind, example)
+    _, over, under = bisect_share(lowest_first(groups, score, kind, multiple), reduction, target)
+    return land_on_target(groups, under, over, score, reduction, target, multiple)
+
+
+def reduction_of(model: nn.Module, groups: GroupSet, kind: CostKind, example: Tensor) -> Callable[[Tensor], float]:
+    """pruned set -> the fraction of the dense network's measured `kind` its removal saves."""
     dense = remaining_cost(model, groups, torch.zeros(len(groups), dtype=torch.bool), kind, example)
 
     def reduction(pruned: Tensor) -> float:
         return 1.0 - remaining_cost(model, groups, pruned, kind, example) / dense
 
-    return bisect_share(lowest_first(groups, score, kind, multiple), reduction, target)[1]
+    return reduction
