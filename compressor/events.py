@@ -76,6 +76,8 @@ class Pruned(Event):
     channel_sparsity: float
     layers: list[dict[str, Any]]
     reason: str = ""
+    accuracy_before: float | None = None  # evaluation accuracy just before and just after a measured removal
+    accuracy_after: float | None = None
 
 
 @dataclass
@@ -87,6 +89,8 @@ class EStep(Event):
     spiked: int
     total_groups: int
     spike_cost_fraction: float
+    rule: str = "paper"
+    uncertain: int = 0  # groups with 0.05 < p* < 0.95
 
 
 @dataclass

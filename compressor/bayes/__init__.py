@@ -4,6 +4,8 @@ spike-and-slab E-step on group statistics (docs/algorithm.md, sections 1 and 3).
 from compressor.bayes.sghmc import AdaptiveSGHMC
 from compressor.bayes.spike_slab import (
     PiChoice,
+    cost_price,
+    evidence_slab_probability,
     group_decay,
     hard_slab,
     pi_for_budget,
@@ -18,6 +20,8 @@ __all__ = [
     "TEMPERATURE_NAMES",
     "AdaptiveSGHMC",
     "PiChoice",
+    "cost_price",
+    "evidence_slab_probability",
     "group_decay",
     "hard_slab",
     "pi_for_budget",

@@ -159,3 +159,31 @@ def ramp(epoch: float, start_epoch: float, target_epoch: float, target: float) -
     if epoch >= target_epoch:
         return target
     return target * (epoch - start_epoch) / (target_epoch - start_epoch)
+
+
+def cost_price(evidence: Tensor, cost: Tensor, share: float) -> float:
+    """The price per unit of cost at which the groups whose evidence is worth less than their cost (evidence <
+    price * cost) hold `share` of the total cost: a greedy knapsack cut in evidence-per-cost order, put midway
+    between the last group under it and the first above it. 0 when `share` is 0."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be in [0, 1], got {share}")
+    cost64 = cost.detach().double().cpu().clamp_min(1e-30)
+    ratio = evidence.detach().double().cpu() / cost64
+    if share == 0.0 or ratio.numel() == 0:
+        return 0.0
+    order = torch.argsort(ratio, stable=True)
+    cumulative = torch.cumsum(cost64[order], 0) / cost64.sum()
+    k = int(torch.searchsorted(cumulative, torch.tensor([share], dtype=torch.float64)))
+    k = min(k + 1, ratio.numel())  # the groups order[:k] reach the share
+    ranked = ratio[order]
+    upper = float(ranked[k]) if k < ratio.numel() else float(ranked[-1]) * 2.0 + 1e-30
+    return 0.5 * (float(ranked[k - 1]) + upper)
+
+
+def evidence_slab_probability(evidence: Tensor, stderr: Tensor, cost: Tensor, price: float) -> Tensor:
+    """p*_g = P(evidence_g > price * cost_g) when the chain's estimate of the evidence is Gaussian with this
+    mean and standard error: near 0 or 1 only where the chain is sure, and back towards the slab as soon as
+    the evidence rises (float32)."""
+    margin = evidence.double() - price * cost.double().to(evidence.device)
+    z = margin / stderr.double().clamp_min(1e-30)
+    return (0.5 * torch.erfc(-z / math.sqrt(2.0))).float()

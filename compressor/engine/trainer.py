@@ -116,6 +116,7 @@ class Trainer:
                                 epochs=cfg.epochs, device=dev, example_input=s.example_input,
                                 classifier_name=self.classifier, run_dir=files_dir, prune=recipe.prune,
                                 seed=cfg.seed)
+        self.ctx.evaluate = self.accuracy
         self.method: Method = create_method(recipe.method, self.ctx)
         self.amp = cfg.amp and dev.type == "cuda"
         self.channels_last = cfg.channels_last and dev.type == "cuda"
@@ -286,6 +287,11 @@ class Trainer:
                                         channels_last=self.channels_last)
         n_val = len(s.data.val)
         return self.ranks.gather_rows(probs, n_val), self.ranks.gather_rows(labels, n_val)
+
+    def accuracy(self) -> float:
+        """Evaluation accuracy of the model as it is now (methods measure what a removal costs with it)."""
+        probs, labels = self.predict()
+        return float((probs.argmax(dim=1) == labels).float().mean())
 
     def save(self, best: bool = False) -> None:
         """last.pt (the one before becomes previous.pt), and best.pt when the evaluation improved; a diverged

@@ -78,6 +78,7 @@ class TrainContext:
     prune: PruneConfig
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    evaluate: Callable[[], float] | None = None  # accuracy on the evaluation split now (e.g. around a removal)
 
     @property
     def total_steps(self) -> int:

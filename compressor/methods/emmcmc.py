@@ -1,13 +1,19 @@
 """`emmcmc`: the avb sampler plus a spike-and-slab prior on coupled channel groups, whose E-step moves each group
-between slab (small decay) and spike (large decay) and removes collapsed groups for good: training and
-structured pruning in one run (docs/algorithm.md, sections 3 and 4).
+between slab (small decay) and spike (large decay) and removes spiked groups for good: training and structured
+pruning in one run (docs/algorithm.md, sections 3 and 4).
 
-Budget control (`prune.target`): the spiked share of the cost ramps linearly from the schedule's start to its
-target epoch; at each E-step pi is set (pi_for_budget) so exactly the groups with the smallest log-odds up to
-that share go to the spike. At the target epoch the spiked groups are removed, with the share chosen by
-bisection on the *measured* MACs/params of the shrunk network, so the target is met on the real network rather
-than on the (overlapping) per-group cost estimates. After that every live group is slab: the per-group cost
-estimates overlap, so the held share would otherwise keep spiking live groups and cut past the target.
+Two E-step rules (`method.rule`):
+- `evidence` (with `prune.target`): each group's evidence is the chain's estimate of the training loss its
+  removal would cost (`methods/evidence.py`), weighed against what it costs (MACs or params); p*_g is the
+  probability, under the chain's spread of that estimate, that the group is worth its cost at the price that
+  spikes the ramp's share of the cost. The spike's pull grows over the ramp, and at the target epoch the
+  lowest evidence-per-cost groups go (the same measured-cost selection as the one-shot baselines).
+- `paper`: the paper's log-odds of the two Gaussians on the group statistic (BatchNorm scale), with pi set so
+  the smallest log-odds up to the ramp's share go to the spike; also what `evidence` uses without a target.
+
+Either way the spiked share ramps linearly from the schedule's start to its target epoch, the removal at the
+target epoch is chosen on the *measured* shrunk network, and after it every live group is slab: the per-group
+cost estimates overlap, so a held share would otherwise keep spiking live groups and cut past the target.
 """
 
 from __future__ import annotations
@@ -18,18 +24,31 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from compressor.bayes import group_decay, hard_slab, pi_for_budget, ramp, slab_probability, update_pi
+from compressor.bayes import (
+    cost_price,
+    evidence_slab_probability,
+    group_decay,
+    hard_slab,
+    pi_for_budget,
+    ramp,
+    slab_probability,
+    update_pi,
+)
 from compressor.config import Section
 from compressor.events import EStep, Event, Log
 from compressor.methods.avb import AVBConfig, AVBMethod
 from compressor.methods.base import TrainContext, pruned_event, register_method
-from compressor.prune import bisect_share, build_groups, land_on_target, reduction_of
+from compressor.methods.evidence import ChainEvidence
+from compressor.prune import bisect_share, build_groups, land_on_target, reduction_of, select_for_target
+from compressor.prune.budget import lowest_first
 
 
 class EMMCMCConfig(AVBConfig):
     """The avb optimizer plus the spike-and-slab group prior with E-step and hard pruning."""
 
     name: Literal["emmcmc"] = "emmcmc"  # type: ignore[assignment]
+    rule: Literal["evidence", "paper"] = Field("evidence", description="E-step: the chain's evidence per unit "
+                                               "cost (needs prune.target) or the paper's BatchNorm-scale log-odds")
     lambda0: float = Field(0.05, gt=0, description="spike precision per datum (large decay)")
     pi: float = Field(0.5, gt=0, lt=1, description="prior slab probability")
     update_pi: bool = Field(False, description="pi <- mean of the slab probabilities after each E-step")
@@ -65,8 +84,18 @@ class EMMCMCMethod(AVBMethod):
         self.start_epoch, self.target_epoch = schedule.start_epoch, schedule.target_epoch
         self.removed_for_target = False
         self.final_share: float | None = None
+        self.removal_accuracy: list[float] = []  # [before, after] the target's removal, when measured
+        self.evidence: ChainEvidence | None = None
+        if cfg.rule == "evidence" and ctx.prune.target is not None and self.groups.removable:
+            batch = max(1, round(ctx.n_train / max(1, ctx.steps_per_epoch)))
+            self.evidence = ChainEvidence(self.groups, ctx.n_train, batch)
 
     # -- E-step -----------------------------------------------------------------------------------------
+    def step(self) -> None:
+        if self.evidence is not None and not self.removed_for_target:
+            self.evidence.observe()
+        super().step()
+
     def on_epoch_start(self, epoch: int, global_step: int) -> list[Event]:
         if self.cfg.estep_every is None and epoch >= self.cfg.warmup_epochs:
             return self._estep(epoch, global_step)
@@ -80,56 +109,94 @@ class EMMCMCMethod(AVBMethod):
 
     def _estep(self, epoch: int, global_step: int) -> list[Event]:
         cfg, groups = self.cfg, self.groups
-        s, m = groups.statistic(), groups.sizes()
-        n = self.ctx.n_train
         events: list[Event] = []
-        target = self.prune_cfg.target
-        if target is not None:
-            if epoch >= self.target_epoch and not self.removed_for_target:
-                events += self._remove_for_target(s, m, epoch, global_step)
-                s = groups.statistic()
-            if self.final_share is None:
-                self.final_share = self._share_for_target(s, m)[0]
-            share = ramp(epoch, self.start_epoch, self.target_epoch, self.final_share)
-            choice = pi_for_budget(s, m, self._costs(), share, n_data=n, lambda1=cfg.weight_decay,
-                                   lambda0=cfg.lambda0)
-            self.logit_pi = choice.logit_pi
-        posterior = hard_slab if cfg.estep == "hard" else slab_probability
-        p = posterior(s, m, n_data=n, lambda1=cfg.weight_decay, lambda0=cfg.lambda0, logit_pi=self.logit_pi).float()
-        if cfg.update_pi and target is None:
-            pi = min(max(update_pi(p), 1e-6), 1 - 1e-6)
-            self.logit_pi = float(torch.logit(torch.tensor(pi, dtype=torch.float64)))
-        if target is not None and self.removed_for_target:
+        if self.prune_cfg.target is not None and epoch >= self.target_epoch and not self.removed_for_target:
+            events += self._remove_for_target(epoch, global_step)
+        if self.evidence is not None:
+            p, pi = self._evidence_posterior(epoch)
+        else:
+            p, pi = self._paper_posterior(epoch)
+        if self.prune_cfg.target is not None and self.removed_for_target:
             p = torch.ones_like(p)  # the budget is spent: every live group is slab, none drifts out of it
         p = torch.where(self.pruned.to(p.device), torch.zeros_like(p), p)
         # the decay on top of the slab's weight_decay: the mixed prior precision measured from lambda1
-        extra = group_decay(p, 0.0, cfg.lambda0 - cfg.weight_decay)
+        extra = group_decay(p, 0.0, (cfg.lambda0 - cfg.weight_decay) * self._pull(epoch))
         extra = torch.where(extra < 1e-3 * cfg.weight_decay, torch.zeros_like(extra), extra)  # skip no-ops
-        for param, value in groups.broadcast(extra, combine="sum", fill=0.0).items():
+        functional = self.evidence is not None  # the paper's form decays every slice
+        for param, value in groups.broadcast(extra, combine="sum", fill=0.0, functional=functional).items():
             self.optimizer.set_extra_decay(param, value if bool(value.any()) else None)
         spiked = (p < 0.5).cpu()
         cost = self._costs().cpu()
-        events.append(EStep(epoch=epoch + 1, global_step=global_step,
-                            pi=float(torch.sigmoid(torch.tensor(self.logit_pi))), spiked=int(spiked.sum()),
+        unsure = int(((p > 0.05) & (p < 0.95)).sum())
+        events.append(EStep(epoch=epoch + 1, global_step=global_step, pi=pi, spiked=int(spiked.sum()),
                             total_groups=len(groups),
-                            spike_cost_fraction=float(cost[spiked].sum() / cost.sum().clamp_min(1e-12))))
-        collapsed = spiked & (s.cpu() < self.prune_cfg.hard_threshold) & ~self.pruned
+                            spike_cost_fraction=float(cost[spiked].sum() / cost.sum().clamp_min(1e-12)),
+                            rule=cfg.rule if self.evidence is not None else "paper", uncertain=unsure))
+        collapsed = spiked & (groups.statistic().cpu() < self.prune_cfg.hard_threshold) & ~self.pruned
         if bool(collapsed.any()):
             events += self._prune(self.pruned | collapsed, epoch, global_step, "statistic below hard_threshold")
         return events
+
+    def _pull(self, epoch: int) -> float:
+        """How much of the spike's extra decay acts: the evidence rule grows it over the ramp (a group spiked
+        early on thin evidence is pulled gently and can come back), the paper's form applies it whole."""
+        if self.evidence is None or self.target_epoch <= self.start_epoch:
+            return 1.0
+        return min(1.0, (epoch - self.start_epoch + 1) / max(1, self.target_epoch - 1 - self.start_epoch))
+
+    def _paper_posterior(self, epoch: int) -> tuple[Tensor, float]:
+        """p* from the two Gaussians on the group statistic, pi set by the budget's ramp; returns (p*, pi)."""
+        cfg, n = self.cfg, self.ctx.n_train
+        s, m = self.groups.statistic(), self.groups.sizes()
+        if self.prune_cfg.target is not None:
+            if self.final_share is None:
+                self.final_share = self._target_family(self._paper_candidates(s, m), s)[0]
+            share = ramp(epoch, self.start_epoch, self.target_epoch, self.final_share)
+            self.logit_pi = pi_for_budget(s, m, self._costs(), share, n_data=n, lambda1=cfg.weight_decay,
+                                          lambda0=cfg.lambda0).logit_pi
+        posterior = hard_slab if cfg.estep == "hard" else slab_probability
+        p = posterior(s, m, n_data=n, lambda1=cfg.weight_decay, lambda0=cfg.lambda0, logit_pi=self.logit_pi).float()
+        if cfg.update_pi and self.prune_cfg.target is None:
+            pi = min(max(update_pi(p), 1e-6), 1 - 1e-6)
+            self.logit_pi = float(torch.logit(torch.tensor(pi, dtype=torch.float64)))
+        return p, float(torch.sigmoid(torch.tensor(self.logit_pi)))
+
+    def _evidence_posterior(self, epoch: int) -> tuple[Tensor, float]:
+        """p*_g = P(evidence_g > price * cost_g) under the chain's estimate since the last E-step, the price
+        chosen so the lowest evidence-per-cost groups up to the ramp's share are spiked; returns (p*, mean p*)."""
+        assert self.evidence is not None
+        mean, stderr = self.evidence.estimate()
+        self.evidence.reset()
+        cost = self._costs().cpu()
+        if self.final_share is None:
+            self.final_share = self._target_family(self._ratio_candidates(mean), mean / cost)[0]
+        # the whole share is spiked one epoch before the removal, so every group removed has felt the spike
+        share = ramp(epoch, self.start_epoch, max(self.start_epoch, self.target_epoch - 1), self.final_share)
+        price = cost_price(mean, cost, share)
+        p = evidence_slab_probability(mean, stderr, cost, price)
+        if self.cfg.estep == "hard":
+            p = (p > 0.5).float()
+        return p.to(self.groups.device), float(p.mean())
 
     def _costs(self) -> Tensor:
         kind = self.prune_cfg.target_kind if self.groups.removable else "params"
         return self.groups.costs(kind)
 
     # -- hard pruning -----------------------------------------------------------------------------------
-    def _spike_set(self, s: Tensor, m: Tensor, share: float) -> Tensor:
-        choice = pi_for_budget(s, m, self._costs(), share, n_data=self.ctx.n_train,
-                               lambda1=self.cfg.weight_decay, lambda0=self.cfg.lambda0)
-        p = slab_probability(s, m, n_data=self.ctx.n_train, lambda1=self.cfg.weight_decay,
-                             lambda0=self.cfg.lambda0, logit_pi=choice.logit_pi)
-        spiked = (p < 0.5).cpu() | self.pruned
-        return self._round(spiked, s)
+    def _paper_candidates(self, s: Tensor, m: Tensor) -> Any:
+        def candidate(share: float) -> Tensor:
+            choice = pi_for_budget(s, m, self._costs(), share, n_data=self.ctx.n_train,
+                                   lambda1=self.cfg.weight_decay, lambda0=self.cfg.lambda0)
+            p = slab_probability(s, m, n_data=self.ctx.n_train, lambda1=self.cfg.weight_decay,
+                                 lambda0=self.cfg.lambda0, logit_pi=choice.logit_pi)
+            return self._round((p < 0.5).cpu() | self.pruned, s)
+
+        return candidate
+
+    def _ratio_candidates(self, evidence: Tensor) -> Any:
+        ratio = (evidence.double() / self._costs().cpu()).masked_fill(self.pruned, -float("inf"))
+        kind = self.prune_cfg.target_kind
+        return lowest_first(self.groups, ratio, kind, self.prune_cfg.round_to)
 
     def _round(self, pruned: Tensor, s: Tensor) -> Tensor:
         """Widths kept whole (`prune.round_to`) by restoring the strongest candidates, never a removed group."""
@@ -138,21 +205,28 @@ class EMMCMCMethod(AVBMethod):
         score = s.detach().cpu().double().masked_fill(self.pruned, -float("inf"))
         return self.groups.round_kept(pruned, score, self.prune_cfg.round_to) | self.pruned
 
-    def _share_for_target(self, s: Tensor, m: Tensor) -> tuple[float, Tensor]:
-        """Smallest spiked cost share whose removal cuts the *measured* MACs/params by the target, and the set
-        to remove: that share's spike set, or one landing closer to the target (`land_on_target`)."""
+    def _target_family(self, candidate: Any, score: Tensor) -> tuple[float, Tensor]:
+        """Smallest share of `candidate`'s family whose removal cuts the *measured* MACs/params by the target,
+        and the set to remove: that member, or one landing closer to the target (`land_on_target`)."""
         cfg = self.prune_cfg
         reduction = reduction_of(self.ctx.model, self.groups, cfg.target_kind, self.ctx.example_input)
-        share, over, under = bisect_share(lambda share: self._spike_set(s, m, share), reduction, cfg.target)
-        score = s.detach().cpu().double().masked_fill(self.pruned, -float("inf"))
-        return share, land_on_target(self.groups, under, over, score, reduction, cfg.target, cfg.round_to)
+        share, over, under = bisect_share(candidate, reduction, cfg.target)
+        keep = score.detach().cpu().double().masked_fill(self.pruned, -float("inf"))
+        return share, land_on_target(self.groups, under, over, keep, reduction, cfg.target, cfg.round_to)
 
-    def _remove_for_target(self, s: Tensor, m: Tensor, epoch: int, global_step: int) -> list[Event]:
+    def _remove_for_target(self, epoch: int, global_step: int) -> list[Event]:
         self.removed_for_target = True
-        share, spiked = self._share_for_target(s, m)
-        self.final_share = share
-        reason = f"target {self.prune_cfg.target:.0%} of {self.prune_cfg.target_kind} reached"
-        return self._prune(spiked, epoch, global_step, reason)
+        cfg = self.prune_cfg
+        if self.evidence is not None:
+            mean, _ = self.evidence.estimate()
+            ratio = (mean / self._costs().cpu()).masked_fill(self.pruned, -float("inf"))
+            spiked = select_for_target(self.ctx.model, self.groups, ratio, cfg.target, cfg.target_kind,
+                                       self.ctx.example_input, cfg.round_to)
+        else:
+            s, m = self.groups.statistic(), self.groups.sizes()
+            self.final_share, spiked = self._target_family(self._paper_candidates(s, m), s)
+        return self._prune(spiked, epoch, global_step, f"target {cfg.target:.0%} of {cfg.target_kind} reached",
+                           measure=True)
 
     def collecting(self, epoch: int) -> bool:
         """With a budget, samples start once the target's groups are gone: all samples share one architecture."""
@@ -168,14 +242,22 @@ class EMMCMCMethod(AVBMethod):
         dropped, self.samples, self.prob_sum = self.samples, 0, None
         return [Log(level="info", message=f"BMA restarted: {dropped} sample(s) from before the removal dropped")]
 
-    def _prune(self, pruned: Tensor, epoch: int, global_step: int, reason: str) -> list[Event]:
+    def _prune(self, pruned: Tensor, epoch: int, global_step: int, reason: str, measure: bool = False) -> list[Event]:
+        """Remove `pruned` for good; with `measure`, the evaluation accuracy just before and after is recorded
+        (what the removal itself costs: near nothing when the spike had already shrunk the groups)."""
         pruned = self._round(pruned | self.pruned, self.groups.statistic())
         newly = int((pruned & ~self.pruned).sum())
         if newly == 0:
             return []
+        before = self.ctx.evaluate() if measure and self.ctx.evaluate is not None else None
         self.pruned = pruned
         self._apply_masks()
-        return self._drop_samples() + [pruned_event(self.groups, pruned, newly, epoch, global_step, reason)]
+        after = self.ctx.evaluate() if before is not None and self.ctx.evaluate is not None else None
+        event = pruned_event(self.groups, pruned, newly, epoch, global_step, reason)
+        event.accuracy_before, event.accuracy_after = before, after
+        if before is not None and after is not None:
+            self.removal_accuracy = [before, after]
+        return self._drop_samples() + [event]
 
     def _apply_masks(self) -> None:
         self.groups.zero_(self.pruned)
@@ -187,6 +269,8 @@ class EMMCMCMethod(AVBMethod):
     def summary_extra(self) -> dict[str, Any]:
         out: dict[str, Any] = {"pruned_groups": int(self.pruned.sum()), "total_groups": len(self.groups),
                                "granularity": self.groups.granularity}
+        if self.removal_accuracy:
+            out["removal_accuracy_before"], out["removal_accuracy_after"] = self.removal_accuracy
         if self.groups.granularity == "feature":
             out["selected_features"] = [self.groups.feature_index(g) for g in range(len(self.groups))
                                         if not bool(self.pruned[g])]
@@ -195,7 +279,10 @@ class EMMCMCMethod(AVBMethod):
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state.update(logit_pi=self.logit_pi, removed_for_target=self.removed_for_target,
-                     final_share=-1.0 if self.final_share is None else self.final_share)
+                     final_share=-1.0 if self.final_share is None else self.final_share,
+                     removal_accuracy=list(self.removal_accuracy))
+        if self.evidence is not None:
+            state["evidence"] = self.evidence.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -203,5 +290,8 @@ class EMMCMCMethod(AVBMethod):
         self.logit_pi = float(state["logit_pi"])
         self.removed_for_target = bool(state["removed_for_target"])
         self.final_share = None if state["final_share"] < 0 else float(state["final_share"])
+        self.removal_accuracy = [float(a) for a in state.get("removal_accuracy", [])]
+        if self.evidence is not None and "evidence" in state:
+            self.evidence.load_state_dict(state["evidence"])
         if bool(self.pruned.any()):
             self._apply_masks()

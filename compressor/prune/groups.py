@@ -90,11 +90,14 @@ class _Axis:
     def per_position(self) -> int:
         return self.param.numel() // self.gid.numel()
 
+    def position_sum(self, values: Tensor) -> Tensor:
+        """Sum of `values` (shaped like the parameter) per gid position, flattened like `gid`."""
+        reduce = [d for d, size in enumerate(self.gid.shape) if size == 1 and self.param.shape[d] != 1]
+        return (values.sum(dim=reduce, keepdim=True) if reduce else values).reshape(-1)
+
     def position_sq(self) -> Tensor:
         """Sum of squares of the parameter per gid position, flattened like `gid`."""
-        reduce = [d for d, size in enumerate(self.gid.shape) if size == 1 and self.param.shape[d] != 1]
-        sq = self.param.detach().float().square()
-        return (sq.sum(dim=reduce, keepdim=True) if reduce else sq).reshape(-1)
+        return self.position_sum(self.param.detach().float().square())
 
 
 class GroupSet:
@@ -205,6 +208,25 @@ class GroupSet:
         sizes = self._sizes.to(device)
         return torch.where(self._has_norm.to(device), norm_sq, own_sq) / sizes
 
+    @property
+    def params(self) -> list[nn.Parameter]:
+        """Every parameter some group has a slice of, once each."""
+        return list({id(ax.param): ax.param for ax in self._axes}.values())
+
+    def slice_sums(self, per_param: Mapping[nn.Parameter, Tensor]) -> Tensor:
+        """Per group (float32, model's device): the sum of `per_param[p]` (shaped like p) over every slice of
+        the group, e.g. sum(w * grad) over the producer's rows, its BatchNorm and every consumer's columns."""
+        self._sync()
+        out = torch.zeros(len(self), device=self.device)
+        for ax in self._axes:
+            values = per_param.get(ax.param)
+            if values is None:
+                continue
+            gid = ax.gid.reshape(-1)
+            valid = gid >= 0
+            out.index_add_(0, gid[valid], ax.position_sum(values.float())[valid].to(out.device))
+        return out
+
     def sizes(self) -> Tensor:
         """m_g: how many elements `statistic()` averages over (float32, model's device)."""
         return self._sizes.to(self.device)
@@ -223,14 +245,16 @@ class GroupSet:
         return self._costs[kind].to(self.device)
 
     def broadcast(
-        self, per_group: Tensor, *, combine: Literal["sum", "prod"], fill: float
+        self, per_group: Tensor, *, combine: Literal["sum", "prod"], fill: float, functional: bool = False
     ) -> dict[nn.Parameter, Tensor]:
         """For every parameter a group touches, one small tensor broadcastable to it.
 
         A conv weight with output groups a[o] and input groups b[i] gets a.view(O,1,1,1) + b.view(1,I,1,1)
         ("sum", e.g. extra weight decay) or their product ("prod", e.g. 0/1 keep masks). `fill` stands for
         positions no group owns (the classifier's outputs), once per split dim, so pass the combine's
-        identity (0 for sum, 1 for prod). Parameters no group touches are absent.
+        identity (0 for sum, 1 for prod). Parameters no group touches are absent. `functional` leaves out
+        the producer slices of groups that have a BatchNorm (they get `fill`): the BatchNorm undoes their
+        scale, so shrinking them changes nothing the network computes, only the running statistics.
         """
         if combine not in ("sum", "prod"):
             raise ValueError(f"combine must be 'sum' or 'prod', got {combine!r}")
@@ -244,7 +268,10 @@ class GroupSet:
             if device not in extended:
                 values = per_group.to(device)
                 extended[device] = torch.cat([values, values.new_full((1,), fill)])
-            part = extended[device][ax.gid]  # gid -1 picks the trailing fill
+            gid = ax.gid
+            if functional and ax.kind in ("out_weight", "out_bias"):
+                gid = torch.where(self._has_norm.to(gid.device)[gid.clamp_min(0)], torch.full_like(gid, -1), gid)
+            part = extended[device][gid]  # gid -1 picks the trailing fill
             previous = out.get(ax.param)
             if previous is None:
                 out[ax.param] = part

@@ -80,10 +80,14 @@ class StructuredBaseline(SGDMethod):
             self.ctx.prune.round_to,
         )
         self.done = True
+        evaluate = self.ctx.evaluate if global_step > 0 else None  # at initialisation there is nothing to lose
+        before = evaluate() if evaluate is not None else None
         self._apply(pruned)
-        count = int(pruned.sum())
-        return [pruned_event(self.groups, pruned, count, epoch, global_step,
-                             f"{self.cfg.name}: target {self.target:.0%} of {kind}")]
+        event = pruned_event(self.groups, pruned, int(pruned.sum()), epoch, global_step,
+                             f"{self.cfg.name}: target {self.target:.0%} of {kind}")
+        event.accuracy_before = before
+        event.accuracy_after = evaluate() if evaluate is not None else None
+        return [event]
 
     def _unscored_layer(self, score: Tensor) -> str:
         return self.groups.layers[int(self.groups.layer_ids[int(score.isnan().nonzero()[0])])]
