@@ -50,6 +50,8 @@ class EMMCMCConfig(AVBConfig):
     rule: Literal["evidence", "paper"] = Field("evidence", description="E-step: the chain's evidence per unit "
                                                "cost (needs prune.target) or the paper's BatchNorm-scale log-odds")
     lambda0: float = Field(0.05, gt=0, description="spike precision per datum (large decay)")
+    commit_pull: float = Field(10.0, ge=1, description="evidence rule: the spike's strength, in lambda0, on the "
+                               "groups committed to removal during the epoch before it (they reach ~0 first)")
     pi: float = Field(0.5, gt=0, lt=1, description="prior slab probability")
     update_pi: bool = Field(False, description="pi <- mean of the slab probabilities after each E-step")
     estep: Literal["soft", "hard"] = "soft"
@@ -85,6 +87,7 @@ class EMMCMCMethod(AVBMethod):
         self.removed_for_target = False
         self.final_share: float | None = None
         self.removal_accuracy: list[float] = []  # [before, after] the target's removal, when measured
+        self.committed: Tensor | None = None  # evidence rule: the removal set, chosen the epoch before it
         self.evidence: ChainEvidence | None = None
         if cfg.rule == "evidence" and ctx.prune.target is not None and self.groups.removable:
             batch = max(1, round(ctx.n_train / max(1, ctx.steps_per_epoch)))
@@ -112,7 +115,11 @@ class EMMCMCMethod(AVBMethod):
         events: list[Event] = []
         if self.prune_cfg.target is not None and epoch >= self.target_epoch and not self.removed_for_target:
             events += self._remove_for_target(epoch, global_step)
-        if self.evidence is not None:
+        pull = self._pull(epoch)
+        if self.evidence is not None and self._commit_epoch(epoch):
+            p, pi = self._commit(), float(self.cfg.pi)
+            pull = self.cfg.commit_pull
+        elif self.evidence is not None:
             p, pi = self._evidence_posterior(epoch)
         else:
             p, pi = self._paper_posterior(epoch)
@@ -120,7 +127,7 @@ class EMMCMCMethod(AVBMethod):
             p = torch.ones_like(p)  # the budget is spent: every live group is slab, none drifts out of it
         p = torch.where(self.pruned.to(p.device), torch.zeros_like(p), p)
         # the decay on top of the slab's weight_decay: the mixed prior precision measured from lambda1
-        extra = group_decay(p, 0.0, (cfg.lambda0 - cfg.weight_decay) * self._pull(epoch))
+        extra = group_decay(p, 0.0, (cfg.lambda0 - cfg.weight_decay) * pull)
         extra = torch.where(extra < 1e-3 * cfg.weight_decay, torch.zeros_like(extra), extra)  # skip no-ops
         functional = self.evidence is not None  # the paper's form decays every slice
         for param, value in groups.broadcast(extra, combine="sum", fill=0.0, functional=functional).items():
@@ -136,6 +143,26 @@ class EMMCMCMethod(AVBMethod):
         if bool(collapsed.any()):
             events += self._prune(self.pruned | collapsed, epoch, global_step, "statistic below hard_threshold")
         return events
+
+    def _commit_epoch(self, epoch: int) -> bool:
+        """The evidence rule decides what the target's removal takes one epoch ahead (when the ramp has one)."""
+        return (self.prune_cfg.target is not None and not self.removed_for_target
+                and epoch == self.target_epoch - 1 and epoch > self.start_epoch)
+
+    def _commit(self) -> Tensor:
+        """Choose the removal set now, on the measured network (the lowest evidence per unit cost, as the
+        baselines select), and spike exactly it for the epoch before the removal: p* is 0 there, 1 elsewhere."""
+        assert self.evidence is not None
+        mean, _ = self.evidence.estimate()
+        self.evidence.reset()
+        self.committed = self._select_by_evidence(mean)
+        return (~self.committed).float().to(self.groups.device)
+
+    def _select_by_evidence(self, mean: Tensor) -> Tensor:
+        cfg = self.prune_cfg
+        ratio = (mean / self._costs().cpu()).masked_fill(self.pruned, -float("inf"))
+        return select_for_target(self.ctx.model, self.groups, ratio, cfg.target, cfg.target_kind,
+                                 self.ctx.example_input, cfg.round_to)
 
     def _pull(self, epoch: int) -> float:
         """How much of the spike's extra decay acts: the evidence rule grows it over the ramp (a group spiked
@@ -217,11 +244,10 @@ class EMMCMCMethod(AVBMethod):
     def _remove_for_target(self, epoch: int, global_step: int) -> list[Event]:
         self.removed_for_target = True
         cfg = self.prune_cfg
-        if self.evidence is not None:
-            mean, _ = self.evidence.estimate()
-            ratio = (mean / self._costs().cpu()).masked_fill(self.pruned, -float("inf"))
-            spiked = select_for_target(self.ctx.model, self.groups, ratio, cfg.target, cfg.target_kind,
-                                       self.ctx.example_input, cfg.round_to)
+        if self.committed is not None:
+            spiked = self.committed
+        elif self.evidence is not None:
+            spiked = self._select_by_evidence(self.evidence.estimate()[0])
         else:
             s, m = self.groups.statistic(), self.groups.sizes()
             self.final_share, spiked = self._target_family(self._paper_candidates(s, m), s)
@@ -281,6 +307,8 @@ class EMMCMCMethod(AVBMethod):
         state.update(logit_pi=self.logit_pi, removed_for_target=self.removed_for_target,
                      final_share=-1.0 if self.final_share is None else self.final_share,
                      removal_accuracy=list(self.removal_accuracy))
+        if self.committed is not None:
+            state["committed"] = self.committed.clone()
         if self.evidence is not None:
             state["evidence"] = self.evidence.state_dict()
         return state
@@ -291,6 +319,7 @@ class EMMCMCMethod(AVBMethod):
         self.removed_for_target = bool(state["removed_for_target"])
         self.final_share = None if state["final_share"] < 0 else float(state["final_share"])
         self.removal_accuracy = [float(a) for a in state.get("removal_accuracy", [])]
+        self.committed = state["committed"].clone() if "committed" in state else None
         if self.evidence is not None and "evidence" in state:
             self.evidence.load_state_dict(state["evidence"])
         if bool(self.pruned.any()):
