@@ -46,8 +46,11 @@ def event_line(event: Event) -> str | None:
         return (f"pruned {event.newly_pruned} channel groups ({event.pruned_groups}/{event.total_groups} total, "
                 f"channel sparsity {100 * event.channel_sparsity:.1f}%) {event.reason}")
     if isinstance(event, EStep):
-        return (f"E-step: pi {event.pi:.3f}, {event.spiked}/{event.total_groups} groups on the spike "
-                f"({100 * event.spike_cost_fraction:.1f}% of cost)")
+        spiked = (f"{event.spiked}/{event.total_groups} groups on the spike "
+                  f"({100 * event.spike_cost_fraction:.1f}% of cost)")
+        if event.rule == "evidence":
+            return f"E-step (evidence): mean p* {event.pi:.3f}, {event.uncertain} groups unsure, {spiked}"
+        return f"E-step: pi {event.pi:.3f}, {spiked}"
     if isinstance(event, SampleCollected):
         return f"posterior sample {event.samples} collected; BMA acc {100 * event.bma['accuracy']:.2f}%"
     if isinstance(event, Log):
