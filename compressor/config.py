@@ -4,9 +4,10 @@ pydantic models with `extra="forbid"`, so a typo is an error at its own key, nev
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -81,12 +82,35 @@ class TrainConfig(Section):
     log_every: int = Field(20, gt=0, description="emit a step event every this many steps")
 
 
+def _epoch_spec(value: float | None) -> float | None:
+    """An epoch is a whole number (0-based epoch boundary) or a fraction of the run strictly between 0 and 1."""
+    if value is None or isinstance(value, int):
+        if value is not None and value < 0:
+            raise ValueError("an epoch must be >= 0, or a fraction of the run between 0 and 1")
+        return value
+    if float(value).is_integer() and value >= 0:
+        return int(value)
+    if not 0.0 < value < 1.0:
+        raise ValueError("an epoch must be a whole number, or a fraction of the run between 0 and 1 (e.g. 0.6)")
+    return float(value)
+
+
+EpochSpec = Annotated[int | float, AfterValidator(_epoch_spec)]
+
+
+def resolve_epoch(value: float, epochs: int) -> int:
+    """A recipe's epoch setting as an epoch boundary of a run of `epochs` epochs (fractions follow the run)."""
+    return math.floor(value * epochs + 0.5) if isinstance(value, float) else int(value)
+
+
 class PruneConfig(Section):
     granularity: Literal["channel", "kernel", "neuron", "feature"] = "channel"
     target: float | None = Field(None, gt=0, lt=1, description="fraction to remove (None: prior decides)")
     target_kind: Literal["macs", "params", "channels"] = "macs"
-    start_epoch: int | None = Field(None, ge=0, description="spike ramp start (default: method warmup)")
-    target_epoch: int | None = Field(None, ge=1, description="epoch by which the target is met")
+    start_epoch: EpochSpec | None = Field(None, description="spike ramp start, an epoch or a fraction of the "
+                                          "run (default: the method's warm-up)")
+    target_epoch: EpochSpec | None = Field(None, description="epoch by which the target is met, an epoch or a "
+                                           "fraction of the run (default: 60 % of the run)")
     hard_threshold: float = Field(1e-4, ge=0, description="statistic below which a spiked group is removed")
     round_to: int = Field(8, ge=1, description="kept channels per layer stay multiples of this (or the full "
                           "width): fast conv kernels need multiples of 8; 1 = any width")

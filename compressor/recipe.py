@@ -7,11 +7,12 @@ line, the dotted key and the reason, so a user fixes a recipe in one pass instea
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Union
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError
 
 from compressor.config import DataConfig, EvalConfig, ModelConfig, PruneConfig, Section, TrainConfig
 from compressor.errors import RecipeError
@@ -29,15 +30,6 @@ class Recipe(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
-
-    @model_validator(mode="after")
-    def _prune_fits(self) -> Recipe:
-        if self.prune.target_epoch is not None and self.prune.target_epoch > self.train.epochs:
-            raise ValueError(f"prune.target_epoch ({self.prune.target_epoch}) exceeds train.epochs ({self.train.epochs})")
-        start = method_class(self.method.name).schedule(self.method, self.prune, self.train.epochs).start_epoch
-        if self.prune.target_epoch is not None and start > self.prune.target_epoch:
-            raise ValueError(f"prune.start_epoch ({start}) is after prune.target_epoch ({self.prune.target_epoch})")
-        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -184,7 +176,8 @@ def validate_recipe(
         recipe = Recipe.model_validate(data)
     except ValidationError as err:
         raise RecipeError(_format_errors(err, where, lines, origin)) from None
-    problems = _check_names(recipe, where, lines, origin)
+    at = _locator(where, lines, origin)
+    problems = _check_names(recipe, at) + _check_schedule(recipe, at)
     if problems:
         raise RecipeError(problems)
     if recipe.name is None and default_name:
@@ -192,15 +185,45 @@ def validate_recipe(
     return recipe
 
 
-def _check_names(recipe: Recipe, where: str, lines: dict, origin: dict) -> list[str]:
-    """Checks that need the registries (model names and options, data paths) — still before any training."""
-    from compressor.models import UnknownModelError, list_models, model_options
-
+def _locator(where: str, lines: dict, origin: dict) -> Callable[..., str]:
+    """key path -> where the user wrote it: the `--set` that set it, or the recipe file and line."""
     def at(*key: str) -> str:
         if key in origin:
             return origin[key]
         line = next((lines[key[:i]] for i in range(len(key), -1, -1) if key[:i] in lines), None)
         return f"{where}:{line}" if line else where
+
+    return at
+
+
+def _check_schedule(recipe: Recipe, at: Callable[..., str]) -> list[str]:
+    """A pruning target the run could never reach is refused here, naming the key to change, instead of
+    training to the end and silently skipping it."""
+    prune, epochs = recipe.prune, recipe.train.epochs
+    cls = method_class(recipe.method.name)
+    if prune.target is None or cls.kind_of(recipe.method) == "dense":
+        return []
+    schedule = cls.schedule(recipe.method, prune, epochs)
+    start, target = schedule.start_epoch, schedule.target_epoch
+    hint = "or a fraction of the run such as 0.6"
+    if prune.target_epoch is not None and target > epochs:
+        return [(f"{at('prune', 'target_epoch')}: prune.target_epoch: epoch {target} is past the run's {epochs} "
+                f"epochs (train.epochs); set it to at most {epochs}, {hint}")]
+    if start > target:
+        key = ("prune", "start_epoch") if prune.start_epoch is not None else ("method", "warmup_epochs")
+        return [(f"{at(*key)}: {'.'.join(key)}: the schedule starts at epoch {start}, after the removal at epoch "
+                f"{target} (prune.target_epoch); lower {'.'.join(key)}")]
+    if cls.removes_between_epochs and target >= epochs:
+        key = ("prune", "target_epoch") if prune.target_epoch is not None else ("train", "epochs")
+        return [f"{at(*key)}: {'.'.join(key)}: '{recipe.method.name}' removes the target's channels at the start "
+                f"of epoch {target + 1} and the run has {epochs}; raise train.epochs above {target}"
+                + (f", or set prune.target_epoch to at most {epochs - 1}, {hint}" if epochs > 1 else "")]
+    return []
+
+
+def _check_names(recipe: Recipe, at: Callable[..., str]) -> list[str]:
+    """Checks that need the registries (model names and options, data paths) — still before any training."""
+    from compressor.models import UnknownModelError, list_models, model_options
 
     problems = []
     if recipe.model.name not in list_models():

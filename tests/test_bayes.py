@@ -1,4 +1,4 @@
-"""The Bayesian core: schedules, spike-and-slab E-step, and the AdaptiveSGHMC sampler (SPEC 1-2, 4).
+"""The Bayesian core: schedules, spike-and-slab E-step, and the AdaptiveSGHMC sampler (docs/algorithm.md, sections 1, 3 and 5).
 
 The sampler tests compare against exact answers: the conjugate Gaussian posterior of a linear regression,
 the exact stationary covariance of the linear SGHMC chain (a discrete Lyapunov equation), the analytic

@@ -194,8 +194,9 @@ def markdown(board: dict[str, Any]) -> str:
         "",
         (
             f"{board['epochs']} epochs (one-shot pruning at epoch {board['prune_epoch']}), target "
-            f"{board['target']:.0%} removed (MACs for structured, weights for unstructured methods), "
-            f"{board['seeds']} seed(s); accuracy/NLL/ECE/Brier of the final network, BMA of the posterior samples "
+            f"{board['target']:.0%} removed (MACs for structured methods, each landing within a point above it; "
+            f"weights for unstructured methods), {board['seeds']} seed(s), every seed scored on the same "
+            "held-out examples (`data.split_seed`); accuracy/NLL/ECE/Brier of the final network, BMA of the posterior samples "
             "where collected; latency of the verified ONNX export against the dense network (onnxruntime, CPU)."
         ),
         "",

@@ -70,4 +70,28 @@ def run_summary(recipe: Recipe, s: Session, method: Method, ev: dict, bma: dict 
     if bma is not None:
         summary["bma"] = bma
     summary.update(method.summary_extra())
+    summary.update(target_report(recipe, method, summary, stopped))
     return json.loads(json.dumps(summary))
+
+
+def target_report(recipe: Recipe, method: Method, summary: dict[str, Any], stopped: bool) -> dict[str, Any]:
+    """Whether a pruning target was met on the network the run ended with, and why not when it was not (a run
+    must never finish as if it had pruned when it did not)."""
+    prune = recipe.prune
+    if prune.target is None or method.kind_of(recipe.method) == "dense":
+        return {}
+    kind = prune.target_kind
+    if method.kind_of(recipe.method) == "unstructured":
+        achieved = summary.get("weight_sparsity", 0.0)
+    elif kind == "macs":
+        achieved = 1.0 - summary["macs"] / summary["macs_dense"]
+    elif kind == "params":
+        achieved = 1.0 - summary["params_shrunk"] / summary["params"]
+    else:
+        achieved = summary["channel_sparsity"]
+    out: dict[str, Any] = {"target": prune.target, "target_kind": kind, "target_achieved": achieved,
+                           "target_met": achieved >= prune.target - 0.005}
+    if not out["target_met"]:
+        why = "the run stopped before its removal" if stopped else "the removal did not reach it"
+        out["target_note"] = f"{achieved:.1%} of {kind} removed, target {prune.target:.0%}: {why}"
+    return out

@@ -262,6 +262,8 @@ class Trainer:
             summary["param_digests"] = self.digests
         if self.ranks.main:
             write_json(self.run_dir / "summary.json", summary)
+        if summary.get("target_met") is False and not stopped:
+            self.emit(Log(level="warning", message=f"pruning target not met: {summary['target_note']}"))
         self.emit(RunFinished(run_dir=str(self.run_dir), summary=summary, stopped_early=stopped))
         return self.run_dir
 

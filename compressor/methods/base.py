@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from compressor.config import PruneConfig, Section
+from compressor.config import PruneConfig, Section, resolve_epoch
 from compressor.events import Event, Pruned
 from compressor.prune import GroupSet
 
@@ -53,14 +53,15 @@ class PruneSchedule:
     target_epoch: int
 
 
-def prune_schedule(prune: PruneConfig, epochs: int, default_start: int) -> PruneSchedule:
-    """`prune.start_epoch` / `prune.target_epoch` where set; else the method's start and 60 % of the run (at
-    least one epoch after the start, at most the run's length)."""
-    start = prune.start_epoch if prune.start_epoch is not None else default_start
-    target = prune.target_epoch
-    if target is None:
-        target = min(epochs, max(start + 1, round(DEFAULT_PRUNE_FRACTION * epochs)))
-    return PruneSchedule(start_epoch=start, target_epoch=target)
+def prune_schedule(prune: PruneConfig, epochs: int, default_start: float) -> PruneSchedule:
+    """`prune.start_epoch` / `prune.target_epoch` where set (epochs, or fractions of the run); else the
+    method's start and 60 % of the run, at least one epoch after the start and, where the run is long enough,
+    one epoch before its end, so something is left to train after the removal."""
+    start = resolve_epoch(prune.start_epoch if prune.start_epoch is not None else default_start, epochs)
+    if prune.target_epoch is not None:
+        return PruneSchedule(start_epoch=start, target_epoch=resolve_epoch(prune.target_epoch, epochs))
+    target = max(start + 1, round(DEFAULT_PRUNE_FRACTION * epochs))
+    return PruneSchedule(start_epoch=start, target_epoch=min(target, max(start + 1, epochs - 1), epochs))
 
 
 @dataclass
@@ -94,6 +95,8 @@ class Method(ABC):
     name: ClassVar[str] = "base"
     config: ClassVar[type[Section]]
     kind: ClassVar[Kind] = "dense"
+    # Whether its target's removal happens at an epoch start (an E-step), so it needs an epoch after it.
+    removes_between_epochs: ClassVar[bool] = False
     optimizer: torch.optim.Optimizer
     groups: GroupSet | None = None  # set when the method prunes
     pruned: Tensor | None = None  # bool per group
@@ -109,8 +112,8 @@ class Method(ABC):
         return cls.kind
 
     @classmethod
-    def default_start(cls, cfg: Section) -> int:
-        """The epoch its pruning schedule starts at when `prune.start_epoch` is unset."""
+    def default_start(cls, cfg: Section) -> float:
+        """The epoch (or fraction of the run) its schedule starts at when `prune.start_epoch` is unset."""
         return 0
 
     @classmethod

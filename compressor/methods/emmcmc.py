@@ -34,7 +34,7 @@ from compressor.bayes import (
     slab_probability,
     update_pi,
 )
-from compressor.config import Section
+from compressor.config import EpochSpec, Section, resolve_epoch
 from compressor.events import EStep, Event, Log
 from compressor.methods.avb import AVBConfig, AVBMethod
 from compressor.methods.base import TrainContext, pruned_event, register_method
@@ -55,7 +55,8 @@ class EMMCMCConfig(AVBConfig):
     pi: float = Field(0.5, gt=0, lt=1, description="prior slab probability")
     update_pi: bool = Field(False, description="pi <- mean of the slab probabilities after each E-step")
     estep: Literal["soft", "hard"] = "soft"
-    warmup_epochs: int = Field(1, ge=0, description="E-steps start after this many epochs")
+    warmup_epochs: EpochSpec = Field(1, description="E-steps start after this many epochs (or this fraction "
+                                     "of the run)")
     estep_every: int | None = Field(None, gt=0, description="E-step every K steps (None: each epoch)")
 
     @model_validator(mode="after")
@@ -69,10 +70,11 @@ class EMMCMCConfig(AVBConfig):
 class EMMCMCMethod(AVBMethod):
     config = EMMCMCConfig
     kind = "structured"
+    removes_between_epochs = True
     cfg: EMMCMCConfig
 
     @classmethod
-    def default_start(cls, cfg: Section) -> int:
+    def default_start(cls, cfg: Section) -> float:
         assert isinstance(cfg, EMMCMCConfig)
         return cfg.warmup_epochs
 
@@ -84,6 +86,7 @@ class EMMCMCMethod(AVBMethod):
         self.logit_pi = float(torch.logit(torch.tensor(cfg.pi, dtype=torch.float64)))
         schedule = self.schedule(cfg, ctx.prune, ctx.epochs)
         self.start_epoch, self.target_epoch = schedule.start_epoch, schedule.target_epoch
+        self.warmup = resolve_epoch(cfg.warmup_epochs, ctx.epochs)
         self.removed_for_target = False
         self.final_share: float | None = None
         self.removal_accuracy: list[float] = []  # [before, after] the target's removal, when measured
@@ -100,13 +103,13 @@ class EMMCMCMethod(AVBMethod):
         super().step()
 
     def on_epoch_start(self, epoch: int, global_step: int) -> list[Event]:
-        if self.cfg.estep_every is None and epoch >= self.cfg.warmup_epochs:
+        if self.cfg.estep_every is None and epoch >= self.warmup:
             return self._estep(epoch, global_step)
         return []
 
     def after_step(self, epoch: int, global_step: int) -> list[Event]:
         every = self.cfg.estep_every
-        if every is not None and epoch >= self.cfg.warmup_epochs and global_step % every == 0:
+        if every is not None and epoch >= self.warmup and global_step % every == 0:
             return self._estep(epoch, global_step)
         return []
 

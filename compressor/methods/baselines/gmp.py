@@ -37,7 +37,7 @@ class GradualMagnitudePruning(UnstructuredBaseline):
     cfg: GMPConfig
 
     @classmethod
-    def default_start(cls, cfg: Section) -> int:
+    def default_start(cls, cfg: Section) -> float:
         return 1  # one dense epoch before the cubic ramp starts
 
     def __init__(self, cfg: GMPConfig, ctx: TrainContext) -> None:
