@@ -18,6 +18,7 @@ cost estimates overlap, so a held share would otherwise keep spiking live groups
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
@@ -37,7 +38,7 @@ from compressor.bayes import (
 from compressor.config import EpochSpec, Section, resolve_epoch
 from compressor.events import EStep, Event, Log
 from compressor.methods.avb import AVBConfig, AVBMethod
-from compressor.methods.base import TrainContext, pruned_event, register_method
+from compressor.methods.base import Predict, TrainContext, pruned_event, register_method
 from compressor.methods.evidence import ChainEvidence
 from compressor.prune import bisect_share, build_groups, land_on_target, reduction_of, select_for_target
 from compressor.prune.budget import lowest_first
@@ -92,7 +93,9 @@ class EMMCMCMethod(AVBMethod):
         self.removal_accuracy: list[float] = []  # [before, after] the target's removal, when measured
         self.committed: Tensor | None = None  # evidence rule: the removal set, chosen the epoch before it
         self.evidence: ChainEvidence | None = None
-        if cfg.rule == "evidence" and ctx.prune.target is not None and self.groups.removable:
+        self.inclusion_sum: Tensor | None = None  # p* summed over the posterior samples' epochs
+        self.inclusion_count = 0
+        if cfg.rule == "evidence" and (ctx.prune.target is None or self.groups.removable):
             batch = max(1, round(ctx.n_train / max(1, ctx.steps_per_epoch)))
             self.evidence = ChainEvidence(self.groups, ctx.n_train, batch)
 
@@ -197,6 +200,8 @@ class EMMCMCMethod(AVBMethod):
         assert self.evidence is not None
         mean, stderr = self.evidence.estimate()
         self.evidence.reset()
+        if self.prune_cfg.target is None:
+            return self._occam_posterior(mean, stderr)
         cost = self._costs().cpu()
         if self.final_share is None:
             self.final_share = self._target_family(self._ratio_candidates(mean), mean / cost)[0]
@@ -204,6 +209,17 @@ class EMMCMCMethod(AVBMethod):
         share = ramp(epoch, self.start_epoch, max(self.start_epoch, self.target_epoch - 1), self.final_share)
         price = cost_price(mean, cost, share)
         p = evidence_slab_probability(mean, stderr, cost, price)
+        if self.cfg.estep == "hard":
+            p = (p > 0.5).float()
+        return p.to(self.groups.device), float(p.mean())
+
+    def _occam_posterior(self, mean: Tensor, stderr: Tensor) -> tuple[Tensor, float]:
+        """Without a target the price of a group is the Occam factor of its weights: a group is worth keeping
+        when removing it would cost the training set more than (1/2) k ln N nats (k its parameters, the
+        Laplace/BIC approximation of the marginal likelihood), so p*_g = P(evidence_g > (1/2) k_g ln N)."""
+        params = self.groups.costs("params").cpu()
+        occam = 0.5 * params * math.log(self.ctx.n_train)
+        p = evidence_slab_probability(mean - occam, stderr, torch.zeros_like(occam), 0.0)
         if self.cfg.estep == "hard":
             p = (p > 0.5).float()
         return p.to(self.groups.device), float(p.mean())
@@ -257,6 +273,17 @@ class EMMCMCMethod(AVBMethod):
         return self._prune(spiked, epoch, global_step, f"target {cfg.target:.0%} of {cfg.target_kind} reached",
                            measure=True)
 
+    def on_epoch_end(self, epoch: int, global_step: int, predict: Predict) -> tuple[dict | None, list[Event]]:
+        """Posterior samples as avb collects them; without a target, each sample epoch also adds the evidence
+        rule's p* to the posterior inclusion probabilities (their average over the samples)."""
+        if self.evidence is not None and self.prune_cfg.target is None and self.collecting(epoch):
+            mean, stderr = self.evidence.estimate()
+            p = self._occam_posterior(mean, stderr)[0].cpu().double()
+            p = torch.where(self.pruned, torch.zeros_like(p), p)
+            self.inclusion_sum = p if self.inclusion_sum is None else self.inclusion_sum + p
+            self.inclusion_count += 1
+        return super().on_epoch_end(epoch, global_step, predict)
+
     def collecting(self, epoch: int) -> bool:
         """With a budget, samples start once the target's groups are gone: all samples share one architecture."""
         waiting = self.prune_cfg.target is not None and not self.removed_for_target
@@ -300,6 +327,8 @@ class EMMCMCMethod(AVBMethod):
                                "granularity": self.groups.granularity}
         if self.removal_accuracy:
             out["removal_accuracy_before"], out["removal_accuracy_after"] = self.removal_accuracy
+        if self.inclusion_sum is not None:
+            out["inclusion_probability"] = (self.inclusion_sum / self.inclusion_count).tolist()
         if self.groups.granularity == "feature":
             out["selected_features"] = [self.groups.feature_index(g) for g in range(len(self.groups))
                                         if not bool(self.pruned[g])]
@@ -309,7 +338,9 @@ class EMMCMCMethod(AVBMethod):
         state = super().state_dict()
         state.update(logit_pi=self.logit_pi, removed_for_target=self.removed_for_target,
                      final_share=-1.0 if self.final_share is None else self.final_share,
-                     removal_accuracy=list(self.removal_accuracy))
+                     removal_accuracy=list(self.removal_accuracy), inclusion_count=self.inclusion_count)
+        if self.inclusion_sum is not None:
+            state["inclusion_sum"] = self.inclusion_sum.clone()
         if self.committed is not None:
             state["committed"] = self.committed.clone()
         if self.evidence is not None:
@@ -323,6 +354,8 @@ class EMMCMCMethod(AVBMethod):
         self.final_share = None if state["final_share"] < 0 else float(state["final_share"])
         self.removal_accuracy = [float(a) for a in state.get("removal_accuracy", [])]
         self.committed = state["committed"].clone() if "committed" in state else None
+        self.inclusion_count = int(state.get("inclusion_count", 0))
+        self.inclusion_sum = state["inclusion_sum"].clone() if "inclusion_sum" in state else None
         if self.evidence is not None and "evidence" in state:
             self.evidence.load_state_dict(state["evidence"])
         if bool(self.pruned.any()):
