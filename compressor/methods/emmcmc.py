@@ -123,7 +123,8 @@ class EMMCMCMethod(AVBMethod):
             events += self._remove_for_target(epoch, global_step)
         pull = self._pull(epoch)
         if self.evidence is not None and self._commit_epoch(epoch):
-            p, pi = self._commit(), float(self.cfg.pi)
+            p = self._commit()
+            pi = float(p.mean())
             pull = self.cfg.commit_pull
         elif self.evidence is not None:
             p, pi = self._evidence_posterior(epoch)
