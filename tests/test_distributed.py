@@ -91,11 +91,11 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(torchrun_run: tu
 
 def test_only_rank_zero_writes_and_prints(torchrun_run: tuple) -> None:
     ddp_dir, proc = torchrun_run
-    lines = proc.stdout.strip().splitlines()
-    assert lines[-1] == str(ddp_dir)  # the run directory, reached by broadcast, printed once
+    assert proc.stdout.strip() == str(ddp_dir)  # the run directory, reached by broadcast, printed once
+    lines = proc.stderr.strip().splitlines()  # progress goes to stderr, rank 0's only
     assert sum(line.startswith("finished:") for line in lines) == 1
     assert sum(line.startswith("epoch ") for line in lines) == 3
-    assert "data parallel over 2 processes, 16 examples each per step" in proc.stdout
+    assert "data parallel over 2 processes, 16 examples each per step" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert sorted(p.name for p in ddp_dir.iterdir()) == ["checkpoints", "metrics.jsonl", "recipe.yaml",
                                                          "samples", "summary.json"]

@@ -17,11 +17,12 @@ class ConsoleReporter:
         from rich.console import Console
 
         self.console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+        self.narrators: dict[str, Any] = {}
 
     def event(self, label: str, event: Event) -> None:
-        from compressor.sinks.console import event_line
+        from compressor.sinks.console import Narrator
 
-        line = event_line(event)
+        line = self.narrators.setdefault(label, Narrator()).line(event)
         if line is not None:
             self.console.print(f"[{label}] {line}", markup=False)
 

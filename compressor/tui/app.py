@@ -21,6 +21,7 @@ from textual.worker import Worker, WorkerState
 
 from compressor.errors import CompressorError, RunDirError
 from compressor.events import Event, RunStarted, StepDone, event_from_record
+from compressor.sinks.console import Narrator, resume_command
 from compressor.storage.rundir import read_jsonl
 from compressor.tui.messages import EngineEvent, EventBatch, StepProgress
 from compressor.tui.source import MetricsTail
@@ -82,10 +83,12 @@ class Dashboard(App[None]):
     ]
 
     def __init__(self, *, job: Job | None = None, metrics: Path | None = None, follow: bool = False,
-                 external_stop: Callable[[], bool] | None = None) -> None:
+                 external_stop: Callable[[], bool] | None = None,
+                 resume_hint: Callable[[Path], str] | None = None) -> None:
         super().__init__()
         self.job, self.metrics, self.follow = job, metrics, follow
         self.external_stop = external_stop or (lambda: False)
+        self.resume_hint = resume_hint or (lambda run_dir: resume_command(run_dir))
         self.state = RunState()
         self.run_dir: Path | None = None
         self.error: BaseException | None = None
@@ -98,6 +101,8 @@ class Dashboard(App[None]):
         self._step_posted_at = 0.0
         self._drawn_at: float | None = None  # when the HEAVY panels were last redrawn (None: not yet)
         self._held_step: StepDone | None = None
+        self.job_started = threading.Event()
+        self.job_finished = threading.Event()  # set by the training thread itself, even if the UI is gone
 
     # -- layout -------------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -135,11 +140,19 @@ class Dashboard(App[None]):
 
     # -- workers (run in threads; they only post messages) -------------------------------------------------
     def _train(self) -> Path:
+        """Training thread. The outcome is also kept here: an app closed by any path (the palette's quit, a
+        crash) delivers no worker-state message, and the CLI still needs the run directory or the error."""
         assert self.job is not None
+        self.job_started.set()
         try:
-            return self.job(self._post_event, self._should_stop)
+            self.run_dir = self.job(self._post_event, self._should_stop)
+            return self.run_dir
+        except BaseException as exc:
+            self.error = exc
+            raise
         finally:
             self._flush_step()
+            self.job_finished.set()
 
     def _post_event(self, event: Event) -> None:
         """Training thread. Step events are thinned before they become messages: a loop may step thousands of
@@ -183,6 +196,7 @@ class Dashboard(App[None]):
     # redraw takes the GIL from the training thread, so the UI's cost must not follow the event rate.
     def on_step_progress(self, message: StepProgress) -> None:
         self._pending |= self.state.apply(message.event, message.at)
+        self.query_one(EventLog).add_event(message.event, live=True)
 
     def on_engine_event(self, message: EngineEvent) -> None:
         event = message.event
@@ -226,6 +240,9 @@ class Dashboard(App[None]):
         for event in events:
             changed |= self.state.apply(event, at)
             log.add_event(event, live=at is not None)
+        finished = self.state.finished
+        if at is None and finished is not None and finished.stopped_early and events:
+            log.add_line(f"resume with: {self.resume_hint(Path(finished.run_dir))}", "yellow", live=False)
         self._pending |= changed
         self._redraw_pending(now=True)
 
@@ -244,6 +261,9 @@ class Dashboard(App[None]):
             self.notify(error_text(error), title=f"{what} failed", severity="error", timeout=60)
         elif event.worker.name == "train":
             self.run_dir = event.worker.result
+            finished = self.state.finished
+            if finished is not None and finished.stopped_early and self.run_dir is not None:
+                log.add_line(f"resume with: {self.resume_hint(self.run_dir)}", "yellow")
             if not (self.stop_requested.is_set() or self.external_stop()):
                 log.add_line("training finished — press q to close the dashboard", "bold green")
         if self._job_done and (self.stop_requested.is_set() or self.external_stop()):
@@ -268,6 +288,10 @@ class Dashboard(App[None]):
         self.refresh_bindings()
         self._pending.add(HEADER)
         self._redraw_pending(now=True)
+
+    def action_quit(self) -> None:
+        """The command palette's Quit (and ctrl+q): the same safe stop as q, never an abandoned run."""
+        self.action_stop()
 
     def action_pause(self) -> None:
         if self.running.is_set():
@@ -343,20 +367,36 @@ class Dashboard(App[None]):
 class TrainOutcome(NamedTuple):
     run_dir: Path
     stopped: bool
+    final_line: str | None  # the log's last word on the run (finished/stopped line), for after the app closes
 
 
-def train_with_dashboard(job: Job, external_stop: Callable[[], bool]) -> TrainOutcome:
+def train_with_dashboard(job: Job, external_stop: Callable[[], bool],
+                         resume_hint: Callable[[Path], str] | None = None) -> TrainOutcome:
     """Run `job` under the dashboard; a training error is re-raised once the terminal is restored, so the CLI
-    prints it and exits with its code exactly as without the dashboard."""
-    app = Dashboard(job=job, external_stop=external_stop)
+    prints it and exits with its code exactly as without the dashboard. However the app closed, the training
+    thread was told to stop after its step; its checkpoint is awaited here."""
+    app = Dashboard(job=job, external_stop=external_stop, resume_hint=resume_hint)
     app.run()
+    app.stop_requested.set()
+    app.running.set()
+    if app.job_started.is_set():
+        app.job_finished.wait()
     if app.error is not None:
         raise app.error
     if app.run_dir is None:
         where = f" ({app.state.started.run_dir})" if app.state.started is not None else ""
         raise CompressorError(f"the dashboard closed before training ended; resume from the run directory{where}")
-    finished = app.state.finished
-    return TrainOutcome(app.run_dir, finished is not None and finished.stopped_early)
+    return TrainOutcome(app.run_dir, *final_words(app.run_dir))
+
+
+def final_words(run_dir: Path) -> tuple[bool, str | None]:
+    """(stopped early, the run's last line) read back from metrics.jsonl: what the screen showed last is
+    gone with it, and events posted after the app closed never reached it."""
+    narrator = Narrator()
+    for event in MetricsTail(run_dir / "metrics.jsonl").read_new():
+        narrator.line(event)
+    finished = narrator.finished
+    return finished is None or finished.stopped_early, narrator.final
 
 
 def view_run(run_dir: Path, follow: bool) -> None:

@@ -17,9 +17,8 @@ from compressor.events import (
     Pruned,
     RunFinished,
     SampleCollected,
-    StepDone,
 )
-from compressor.sinks.console import event_line
+from compressor.sinks.console import Narrator
 
 STYLES: dict[type[Event], str] = {Pruned: "magenta", EStep: "blue", SampleCollected: "cyan", EpochEnd: "",
                                   RunFinished: "bold green"}
@@ -39,11 +38,10 @@ class EventLog(RichLog):
         self.entries: deque[Text] = deque(maxlen=MAX_LINES)
         self._unwritten: list[Text] = []
         self._wrapped_at = 0
+        self.narrator = Narrator()  # a stopped run's last line needs the steps and evaluations before it
 
     def add_event(self, event: Event, live: bool) -> None:
-        if isinstance(event, StepDone):
-            return
-        line = event_line(event)
+        line = self.narrator.line(event)
         if line is None:
             return
         style = LEVEL_STYLES.get(event.level, "") if isinstance(event, Log) else STYLES.get(type(event), "")
