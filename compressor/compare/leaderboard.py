@@ -31,6 +31,8 @@ METRICS = (
     "latency_ms_dense",
     "speedup",
     "speedup_b64",
+    "speedup_uncertainty",
+    "speedup_b64_uncertainty",
     "bma_accuracy",
     "bma_nll",
     "bma_ece",
@@ -50,7 +52,8 @@ SUMMARY_KEYS = (
     "train_seconds",
     "weight_sparsity",
 )
-LATENCY_KEYS = ("latency_ms", "latency_ms_b64", "latency_ms_dense", "speedup", "speedup_b64")
+LATENCY_KEYS = ("latency_ms", "latency_ms_b64", "latency_ms_dense", "speedup", "speedup_b64", "speedup_uncertainty",
+                "speedup_b64_uncertainty")
 # (method, seed) runs finished so far, per method: (run directory name, run_metrics of it).
 Results = dict[str, list[tuple[str, dict[str, Any]]]]
 
@@ -65,10 +68,18 @@ def run_metrics(summary: dict[str, Any], report: dict[str, Any] | None) -> dict[
         out[f"bma_{key}"] = bma.get(key)
     for key in LATENCY_KEYS:
         out[key] = None
+    out["timing_trustworthy"], out["timing_notes"] = None, []
     if report is not None:
         out["latency_ms"], out["latency_ms_b64"] = report["latency_ms"]["1"], report["latency_ms"]["64"]
         out["latency_ms_dense"] = report["latency_ms_dense"]["1"]
         out["speedup"], out["speedup_b64"] = report["speedup"]["1"], report["speedup"]["64"]
+        timing = report.get("timing")
+        if timing is None:  # a report written before exports were timed robustly
+            out["timing_trustworthy"], out["timing_notes"] = False, ["timed before spreads were recorded"]
+        else:
+            uncertainty = report["speedup_uncertainty"]
+            out["speedup_uncertainty"], out["speedup_b64_uncertainty"] = uncertainty["1"], uncertainty["64"]
+            out["timing_trustworthy"], out["timing_notes"] = timing["trustworthy"], list(timing["notes"])
     out["reliability"] = summary.get("reliability")
     return out
 
@@ -98,6 +109,9 @@ def aggregate(name: str, kind: str, runs: list[tuple[str, dict[str, Any]]]) -> d
         values = [m[key] for _, m in runs if m.get(key) is not None]
         row[key] = statistics.fmean(values) if values else None
         row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
+    verdicts = [m.get("timing_trustworthy") for _, m in runs if m.get("timing_trustworthy") is not None]
+    row["timing_trustworthy"] = all(verdicts) if verdicts else None
+    row["timing_notes"] = [f"{run}: {note}" for run, m in runs for note in m.get("timing_notes") or []]
     bins = [m["reliability"] for _, m in runs if m.get("reliability")]
     if bins:
         row["reliability"] = _pool_reliability(bins)
@@ -154,6 +168,16 @@ def _fmt(row: dict[str, Any], key: str, scale: float = 1.0, digits: int = 2, suf
     return text + suffix
 
 
+def _speedup(row: dict[str, Any]) -> str:
+    """Both speed-ups, the batch-64 one with its 95 % interval; "(?)" marks a timing not to be trusted."""
+    if row.get("speedup") is None:
+        return "–"
+    text = f"{row['speedup']:.2f}x / {row['speedup_b64']:.2f}x"
+    if row.get("speedup_b64_uncertainty") is not None:
+        text += f" ±{100 * row['speedup_b64_uncertainty']:.0f}%"
+    return text + (" (?)" if row.get("timing_trustworthy") is False else "")
+
+
 COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("method", lambda r: r["method"]),
     ("kind", lambda r: r["kind"]),
@@ -180,10 +204,7 @@ COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
             "–" if r.get("latency_ms") is None else f"{r['latency_ms']:.3f} / {r['latency_ms_b64']:.2f}"
         ),
     ),
-    (
-        "speedup (b1 / b64)",
-        lambda r: "–" if r.get("speedup") is None else f"{r['speedup']:.2f}x / {r['speedup_b64']:.2f}x",
-    ),
+    ("speedup (b1 / b64)", lambda r: _speedup(r)),
     ("train s", lambda r: _fmt(r, "train_seconds", digits=0)),
 )
 
@@ -197,13 +218,19 @@ def markdown(board: dict[str, Any]) -> str:
             f"{board['target']:.0%} removed (MACs for structured methods, each landing within a point above it; "
             f"weights for unstructured methods), {board['seeds']} seed(s), every seed scored on the same "
             "held-out examples (`data.split_seed`); accuracy/NLL/ECE/Brier of the final network, BMA of the posterior samples "
-            "where collected; latency of the verified ONNX export against the dense network (onnxruntime, CPU)."
+            "where collected; latency of the verified ONNX export against the dense network (onnxruntime, CPU, one "
+            "thread, thread CPU time, the two interleaved; the speed-up is the median of the rounds' ratios, ± its 95 % "
+            "interval; (?) marks a timing not to be trusted, with the reason below)."
         ),
         "",
         "| " + " | ".join(name for name, _ in COLUMNS) + " |",
         "|" + "|".join("---" for _ in COLUMNS) + "|",
     ]
     lines += ["| " + " | ".join(cell(row) for _, cell in COLUMNS) + " |" for row in board["rows"]]
+    doubtful = [row for row in board["rows"] if row.get("timing_trustworthy") is False]
+    if doubtful:
+        lines += ["", "Timings not to be trusted (re-time with `python benchmarks/bench_export.py --runs RUN_DIR`):"]
+        lines += [f"- {row['method']}: {'; '.join(row['timing_notes'])}" for row in doubtful]
     if board["errors"]:
         lines += ["", "Failed:"] + [f"- {name}: {message}" for name, message in board["errors"].items()]
     return "\n".join(lines) + "\n"

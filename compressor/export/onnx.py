@@ -121,7 +121,7 @@ def accuracy(sess: ort.InferenceSession, batches: Iterable[tuple[Tensor, Tensor]
     return correct / seen
 
 
-def latency_ms(
+def latency_samples(
     sessions: Mapping[str, ort.InferenceSession],
     input_shape: Sequence[int],
     batches: Sequence[int] = (1, 64),
@@ -131,8 +131,9 @@ def latency_ms(
     max_runs: int = 500,
     warmup: int = 3,
     clock: str = "wall",
-) -> dict[str, dict[str, float]]:
-    """Median milliseconds per run for each session and batch size, {name: {"1": ms, "64": ms}}.
+) -> dict[str, dict[str, list[float]]]:
+    """Seconds of every run for each session and batch size, {name: {"1": [s, ...], "64": [...]}}; the i-th
+    entries of all sessions come from the same round.
 
     Runs are interleaved (every session at every batch size in turn, repeated) so load from other
     processes hits all of them alike; repeats continue until `budget_s` is spent and `min_runs` done.
@@ -146,7 +147,7 @@ def latency_ms(
         for x in inputs.values():
             for _ in range(warmup):
                 sess.run(None, {INPUT: x})
-    times: dict[str, dict[int, list[float]]] = {name: {b: [] for b in batches} for name in sessions}
+    times: dict[str, dict[str, list[float]]] = {name: {str(b): [] for b in batches} for name in sessions}
     order = list(sessions.items())
     start, runs = time.perf_counter(), 0
     while runs < min_runs or (runs < max_runs and time.perf_counter() - start < budget_s):
@@ -154,6 +155,33 @@ def latency_ms(
             for name, sess in order if runs % 2 else order[::-1]:  # alternate who runs first (warm caches)
                 t0 = tick()
                 sess.run(None, {INPUT: x})
-                times[name][b].append(tick() - t0)
+                times[name][str(b)].append(tick() - t0)
         runs += 1
-    return {name: {str(b): 1000.0 * statistics.median(ts) for b, ts in per.items()} for name, per in times.items()}
+    return times
+
+
+def latency_ms(
+    sessions: Mapping[str, ort.InferenceSession],
+    input_shape: Sequence[int],
+    batches: Sequence[int] = (1, 64),
+    **timing: Any,
+) -> dict[str, dict[str, float]]:
+    """Median milliseconds per run for each session and batch size, {name: {"1": ms, "64": ms}} (the
+    options are `latency_samples`')."""
+    samples = latency_samples(sessions, input_shape, batches, **timing)
+    return {name: {b: 1000.0 * statistics.median(ts) for b, ts in per.items()} for name, per in samples.items()}
+
+
+def relative_spread(values: Sequence[float]) -> float:
+    """Interquartile range over median: how far apart the middle half of repeated measurements lie."""
+    if len(values) < 4:
+        return float("inf")
+    q1, _, q3 = statistics.quantiles(values, n=4)
+    return (q3 - q1) / statistics.median(values)
+
+
+def paired_speedup(base: Sequence[float], other: Sequence[float]) -> tuple[float, float]:
+    """(median, relative spread) of base/other over rounds timed side by side: a slow moment of the machine
+    slows both runs of a round, so the ratio holds where either time alone would not."""
+    ratios = [b / o for b, o in zip(base, other, strict=True) if o > 0]
+    return statistics.median(ratios), relative_spread(ratios)

@@ -8,9 +8,11 @@ always a verified export, and a failed export leaves nothing that looks like one
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import re
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,10 @@ from compressor.storage.modelfile import model_file_payload
 MAX_ABS_DIFF = 1e-4  # onnxruntime vs PyTorch, on logits (or BMA probabilities)
 ACCURACY_TOLERANCE = 1e-3  # 0.1 percentage points, as a fraction
 LATENCY_BATCHES = (1, 64)
+TIMING_ROUNDS = 7  # at least this many interleaved rounds, more while the timing budget lasts
+NOTCH = 1.57  # 95 % interval of a median: +-1.57 IQR / sqrt(n)
+MAX_UNCERTAINTY = 0.05  # a speed-up known to worse than +-5 % is not trusted
+MAX_BEYOND_MACS = 1.25  # nor one beyond 1.25x the MAC reduction: removing channels cannot buy that
 
 
 @dataclass
@@ -196,27 +202,64 @@ def export_run(opts: ExportOptions, log: Callable[[str], None] | None = None) ->
         verified = _verify(sess, source, nets, [x[:1], x], output_name)
 
         say("timing with onnxruntime")
-        sessions = {"dense": sess} if opts.masked else {"dense": X.session(dense_proto), "export": sess}
-        latency = X.latency_ms(sessions, source.session.data.input_shape, LATENCY_BATCHES,
-                               budget_s=opts.latency_budget_s)
-        latency_export = latency["dense"] if opts.masked else latency["export"]
+        mac_reduction = sizes["macs_dense"] / sizes["macs"]
+        timing = time_exports(dense_proto, None if opts.masked else blob, source.session.data.input_shape,
+                              opts.latency_budget_s, mac_reduction)
         report: dict[str, Any] = {
             "onnx": str(paths[0]), "report": str(paths[1]), "model_file": str(paths[2]),
             "run": str(opts.run_dir), "checkpoint": source.checkpoint, "mode": metadata["mode"],
             "output": output_name, "samples": metadata["samples"], "opset": opts.opset, "round_to": opts.round_to,
-            **{k: v for k, v in sizes.items() if k != "sparsity"}, "mac_reduction": sizes["macs_dense"] / sizes["macs"],
+            **{k: v for k, v in sizes.items() if k != "sparsity"}, "mac_reduction": mac_reduction,
             "channel_sparsity": sizes["sparsity"]["channels"], "odd_conv_widths": _odd_conv_widths(nets.exported),
             "file_bytes_dense": len(blob) if opts.masked else dense_proto.ByteSize(), "file_bytes": len(blob),
-            **verified, "latency_ms_dense": latency["dense"], "latency_ms": latency_export,
-            "speedup": {b: latency["dense"][b] / latency_export[b] for b in latency_export},
-            "latency_setting": "onnxruntime CPU, default threads, graph level all, wall-clock median",
-            "load_average": os.getloadavg()[0], "metadata": metadata, "versions": _versions(),
+            **verified, **timing, "metadata": metadata, "versions": _versions(),
         }
         staged.temps[0].write_bytes(blob)
         staged.temps[1].write_text(json.dumps(report, indent=2), encoding="utf-8")
         torch.save(_model_file(source, nets, metadata), staged.temps[2])
         staged.commit()
     return report
+
+
+def time_exports(dense: onnx.ModelProto, exported: bytes | None, input_shape: Sequence[int], budget_s: float,
+                 mac_reduction: float) -> dict[str, Any]:
+    """Latency of the dense and the exported graph, timed robustly: one intra-op thread each, by thread CPU
+    time (time spent descheduled by other processes does not count), in interleaved rounds."""
+    sessions = {"dense": X.session(dense, threads=1)}
+    if exported is not None:
+        sessions["export"] = X.session(exported, threads=1)
+    samples = X.latency_samples(sessions, input_shape, LATENCY_BATCHES, budget_s=budget_s, min_runs=TIMING_ROUNDS,
+                                clock="cpu")
+    return timing_summary(samples["dense"], samples.get("export", samples["dense"]), mac_reduction)
+
+
+def timing_summary(dense: dict[str, list[float]], exported: dict[str, list[float]],
+                   mac_reduction: float) -> dict[str, Any]:
+    """Medians per batch size and the speed-up as the median of the rounds' own ratios, with the rounds'
+    spread and the median's 95 % interval. A speed-up known no better than +-5 %, or one beyond what the MAC
+    reduction can buy, is flagged as not trustworthy (`timing.notes` says why)."""
+    paired = {b: X.paired_speedup(dense[b], exported[b]) for b in exported}
+    rounds = min(len(times) for times in exported.values())
+    # The median's uncertainty: the notch of a box plot (McGill, Tukey & Larsen 1978), relative to the median.
+    uncertainty = {b: NOTCH * spread / math.sqrt(rounds) for b, (_, spread) in paired.items()}
+    notes = []
+    for b, (speedup, spread) in paired.items():
+        if uncertainty[b] > MAX_UNCERTAINTY:
+            notes.append(f"batch {b}: the speed-up is uncertain by ±{100 * uncertainty[b]:.0f}% (rounds spread "
+                         f"{100 * spread:.0f}% over {rounds} rounds)")
+        if speedup > MAX_BEYOND_MACS * mac_reduction:
+            notes.append(f"batch {b}: {speedup:.2f}x is more than a {mac_reduction:.2f}x MAC reduction can buy")
+    return {
+        "latency_ms_dense": {b: 1000.0 * statistics.median(ts) for b, ts in dense.items()},
+        "latency_ms": {b: 1000.0 * statistics.median(ts) for b, ts in exported.items()},
+        "speedup": {b: speedup for b, (speedup, _) in paired.items()},
+        "speedup_spread": {b: spread for b, (_, spread) in paired.items()},
+        "speedup_uncertainty": uncertainty,
+        "timing": {"trustworthy": not notes, "notes": notes, "rounds": rounds, "threads": 1,
+                   "clock": "thread CPU time", "load_average": os.getloadavg()[0]},
+        "latency_setting": "onnxruntime CPU, 1 intra-op thread, graph level all, thread CPU time, dense and "
+                           "exported interleaved; medians, speed-up = median of the rounds' ratios",
+    }
 
 
 def _sizes(source: Source, nets: Networks) -> dict[str, Any]:

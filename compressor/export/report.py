@@ -40,7 +40,7 @@ def report_table(report: dict[str, Any]) -> Table:
         table.add_row(label, fmt(dense), fmt(exported), f"{dense / exported:.2f}x")
     for batch, dense in report["latency_ms_dense"].items():
         exported = report["latency_ms"][batch]
-        table.add_row(f"latency, batch {batch}", f"{dense:.3f} ms", f"{exported:.3f} ms",
+        table.add_row(f"latency, batch {batch}, 1 thread", f"{dense:.3f} ms", f"{exported:.3f} ms",
                       f"{report['speedup'][batch]:.2f}x")
     return table
 
@@ -55,12 +55,15 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
          f"{report['accuracy_reference_source']})"),
     ]
     largest = max(report["speedup"], key=int)
-    lines.append(f"speedup at batch {largest}: {report['speedup'][largest]:.2f}x for a {report['mac_reduction']:.2f}x "
-                 f"MAC reduction ({report['speedup'][largest] / report['mac_reduction']:.2f} of it)")
-    cpus = report["versions"]["cpu_count"] or 1
-    if report["load_average"] > cpus:
-        lines.append(f"note: the machine was busy (load {report['load_average']:.1f} on {cpus} CPUs), so "
-                     "latencies are noisy; benchmarks/bench_export.py measures speedups robustly")
+    speedup, uncertainty = report["speedup"][largest], report["speedup_uncertainty"][largest]
+    lines.append(f"speedup at batch {largest}: {speedup:.2f}x ±{100 * uncertainty:.0f}% for a "
+                 f"{report['mac_reduction']:.2f}x MAC reduction ({speedup / report['mac_reduction']:.2f} of it); timed "
+                 f"on one thread by thread CPU time, dense and exported interleaved over {report['timing']['rounds']} "
+                 "rounds")
+    timing = report["timing"]
+    if not timing["trustworthy"]:
+        lines.append("warning: these speed-ups are not trustworthy: " + "; ".join(timing["notes"]) +
+                     f" (load average {timing['load_average']:.1f}); benchmarks/bench_export.py times at length")
     if report["mode"] == "shrunk" and report["odd_conv_widths"]:
         lines.append(f"tip: {report['odd_conv_widths']} conv layers have widths that are not multiples of 8, which "
                      "onnxruntime runs with slower kernels; --round-to 8 restores channels to fix that")
