@@ -1,6 +1,7 @@
 """Folders of image files, ImageNet style: `root/train/<class>/*`, `root/val/<class>/*`, or just `root/<class>/*`.
 
 Every image is decoded the same way: shorter side resized to `image_size`, centre-cropped to a square, RGB.
+Without `image_size` the size is the images' own (median shorter side of a sample, at most 224).
 Small sets (decoded < 2 GiB) are decoded once into a uint8 tensor; larger ones are decoded per batch.
 Unreadable files are skipped with a warning unless they are over 1 % of the chosen images (then DataError);
 uncached sets are checked by header only, and a file that still fails to decode later raises DataError.
@@ -37,7 +38,9 @@ from compressor.errors import DataError
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 )
-DEFAULT_IMAGE_SIZE = 224
+DEFAULT_IMAGE_SIZE = 224  # the largest size chosen for the user; larger images are shrunk to it
+SIZE_PROBE = 64  # images whose headers decide the default size
+UPSCALE_WARNING = 2.0
 LARGE_IMAGE_SIZE = 64
 CACHE_AUTO_BYTES = 2 << 30
 MAX_UNREADABLE_FRACTION = 0.01
@@ -155,6 +158,37 @@ def _scan(folder: Path, classes: list[str]) -> tuple[list[str], np.ndarray]:
     return paths, np.asarray(labels, dtype=np.int64)
 
 
+def typical_side(paths: list[str]) -> int | None:
+    """The median shorter side of up to SIZE_PROBE images spread over the listing (headers only)."""
+    step = max(1, len(paths) // SIZE_PROBE)
+    sides = []
+    for path in paths[::step][:SIZE_PROBE]:
+        try:
+            with Image.open(path) as img:
+                sides.append(min(img.size))
+        except _DECODE_ERRORS:
+            continue
+    return int(np.median(sides)) if sides else None
+
+
+def choose_size(requested: int | None, paths: list[str]) -> tuple[int, list[str]]:
+    """The side images are resized to, and what to tell the user about it: unset, the images' own (median
+    shorter side, at most 224: 32 px CIFAR JPEGs stay 32 px instead of costing ~50x the compute at 224);
+    set to more than twice the images' side, a warning that upscaling adds compute and no detail."""
+    side = typical_side(paths)
+    if requested is None:
+        size = min(DEFAULT_IMAGE_SIZE, side or DEFAULT_IMAGE_SIZE)
+        why = (f"the images' median shorter side is {side} px" + (", capped at 224" if side > size else "")
+               if side else "no image could be measured")
+        return size, [(f"imagefolder: images are used at {size}x{size} px ({why}); set data.image_size to "
+                      "change it")]
+    if side and requested > UPSCALE_WARNING * side:
+        return requested, [(f"imagefolder: data.image_size {requested} upscales images whose median shorter side "
+                           f"is {side} px {requested / side:.1f}x: about {(requested / side) ** 2:.0f}x the "
+                           f"compute for no new detail; set data.image_size={side} unless the model needs more")]
+    return requested, []
+
+
 def _layout(root: Path) -> tuple[Path, Path | None]:
     """(train folder, val folder or None): `root/train` + optional `root/val`, else `root` is the train set."""
     if not root.is_dir():
@@ -209,8 +243,8 @@ def build(cfg: DataOptions, *, seed: int) -> DataBundle:
     if cfg.root is None:
         raise DataError("imagefolder: data.root is not set (a folder of <class>/<image> folders)")
     root = Path(cfg.root).expanduser()
-    size = cfg.image_size or DEFAULT_IMAGE_SIZE
     classes, all_train, all_train_labels, all_val, all_val_labels = _read_listing(root)
+    size, size_notes = choose_size(cfg.image_size, all_train)
     train_idx, val_idx = train_val_indices(cfg, seed, all_train_labels, all_val_labels, f"imagefolder {root}")
     val_source, val_source_labels = (
         (all_train, all_train_labels) if all_val is None else (all_val, all_val_labels)
@@ -221,7 +255,7 @@ def build(cfg: DataOptions, *, seed: int) -> DataBundle:
 
     cache = cfg.cache if cfg.cache is not None else len(paths) * 3 * size * size < CACHE_AUTO_BYTES
     images, failed = decode_all(paths, size) if cache else (None, check_all(paths))
-    warnings = _drop_unreadable(failed, paths, len(paths), root)
+    warnings = size_notes + _drop_unreadable(failed, paths, len(paths), root)
     keep = np.setdiff1d(np.arange(len(paths)), np.fromiter(failed, dtype=np.int64, count=len(failed)))
     keep_train, keep_val = keep[keep < n_train], keep[keep >= n_train]
     if len(keep_train) == 0 or len(keep_val) == 0:
