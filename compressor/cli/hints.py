@@ -23,6 +23,15 @@ _NO_ROOT = re.compile(r"data\.root: path does not exist: ")
 # A union member's error: pydantic appends the member's tag to the key ("method.temperature.float").
 _MEMBER = re.compile(r"^(?P<head>.*?)(?P<key>[A-Za-z_][\w.]*?)\.(?P<tag>float|int|str|bool|none|"
                      r"literal\[.*?\]|list\[[^\]]*\]|dict\[[^\]]*\]|constrained-\w+): (?P<msg>.*)$")
+_ROOT_HINTS = {
+    "cifar10": "pass --set data.root=DIR holding cifar-10-batches-py/, or --set data.download=true to download it "
+               "there where there is network",
+    "cifar100": "pass --set data.root=DIR holding cifar-100-python/, or --set data.download=true to download it "
+                "there where there is network",
+    "npz": "pass your file: --set data.root=FILE.npz (arrays X, y, optionally X_test, y_test)",
+    "imagefolder": "pass your folder: --set data.root=DIR (DIR/<class>/*, or DIR/train/<class>/* and "
+                   "DIR/val/<class>/*)",
+}
 _MEMBER_WORDS = {"float": "a number", "int": "an integer", "str": "text", "bool": "true or false", "none": "null"}
 
 
@@ -114,8 +123,8 @@ def explain(line: str, dataset: str | None = None) -> str:
         close = recipe_file_hint(match["path"])
         if close is not None:
             return f"{line} (did you mean {close}?)"
-    if _NO_ROOT.search(line) and dataset in ("cifar10", "cifar100"):
-        return f"{line} (or --set data.download=true to download {dataset} there, where there is network)"
+    if _NO_ROOT.search(line):
+        return f"{line} ({_ROOT_HINTS.get(dataset or '', 'pass --set data.root=PATH')})"
     return line
 
 
