@@ -97,20 +97,18 @@ def ece_vs_sparsity(rows: list[dict[str, Any]], colours: Colours, path: Path) ->
 
 
 def _reliability_panel(ax: Any, row: dict[str, Any], colour: Any) -> None:
-    """One method's pooled reliability bins (the non-empty ones) against the diagonal."""
-    bins = row["reliability"]
-    centres = [(b["lo"] + b["hi"]) / 2 for b in bins]
-    width = bins[0]["hi"] - bins[0]["lo"]
-    used = [b["count"] > 0 for b in bins]
-    ax.bar(
-        [c for c, u in zip(centres, used, strict=True) if u],
-        [b["accuracy"] for b, u in zip(bins, used, strict=True) if u],
-        width=width * 0.95,
-        color=colour,
-        alpha=0.8,
-        edgecolor="black",
-        lw=0.3,
-    )
+    """One method's pooled reliability bins (the non-empty ones) against the diagonal. A bin's accuracy over
+    a handful of examples is mostly noise: its bar fades with its count (full from 5 % of the examples), and
+    every bar is labelled with the examples it holds."""
+    bins = [b for b in row["reliability"] if b["count"] > 0]
+    total = sum(b["count"] for b in bins)
+    for b in bins:
+        centre, height = (b["lo"] + b["hi"]) / 2, b["accuracy"]
+        alpha = max(0.15, min(1.0, b["count"] / max(1.0, 0.05 * total)))
+        ax.bar(centre, height, width=(b["hi"] - b["lo"]) * 0.95, color=colour, alpha=alpha, edgecolor="black",
+               lw=0.3)
+        ax.annotate(str(b["count"]), (centre, min(height, 0.93)), xytext=(0, 2), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=5, rotation=90, color="dimgray")
     ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
     ax.set(xlim=(0, 1), ylim=(0, 1), title=f"{row['method']}  ECE {row['ece']:.3f}", xlabel="confidence")
     ax.title.set_fontsize(9)

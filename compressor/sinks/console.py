@@ -115,6 +115,7 @@ class Narrator:
         self.stopped_at: tuple[int, int] | None = None  # (1-based epoch, step in it)
         self.finished: RunFinished | None = None
         self.final: str | None = None
+        self.last_estep: str | None = None
 
     def line(self, event: Event) -> str | None:
         if isinstance(event, StepDone):
@@ -132,6 +133,10 @@ class Narrator:
             self.finished = event
             self.final = self.stopped_line() if event.stopped_early else finished_line(event)
             return self.final
+        elif isinstance(event, EStep):  # once the removal is done, each epoch's E-step says the same
+            line = event_line(event)
+            repeated, self.last_estep = line == self.last_estep, line
+            return None if repeated else line
         return event_line(event)
 
     def stopped_line(self) -> str:

@@ -110,14 +110,15 @@ class Dashboard(App[None]):
         with VerticalScroll(id="body"), Grid(id="panels"):
             yield CurvePlot("train loss", [Series("train", "train_loss", AMBER)], id="loss")
             yield CurvePlot("eval accuracy %", [Series("sample", "accuracy", CYAN, 100),
-                                                Series("BMA", "bma_accuracy", GREEN, 100)], id="accuracy")
+                                                Series("BMA", "bma_accuracy", GREEN, 100)], ymax=100,
+                            id="accuracy")
             yield CurvePlot("eval NLL", [Series("sample", "nll", CYAN), Series("BMA", "bma_nll", GREEN)],
                             id="nll")
             yield CurvePlot("ECE", [Series("sample", "ece", CYAN), Series("BMA", "bma_ece", GREEN)], id="ece")
             yield CurvePlot("remaining %", [Series("params", "params_left", AMBER, 100),
                                             Series("channels", "channels_left", CYAN, 100),
                                             Series("MACs", "macs_left", MAGENTA, 100)],
-                            ylim=(0, 105), id="remaining")
+                            ylim=(0, 100), id="remaining")
             yield ReliabilityPlot(id="reliability")
             yield LayerTable(id="layers")
             yield OptimizerPanel(id="optimizer")

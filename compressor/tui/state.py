@@ -82,6 +82,7 @@ class RunState:
     # ETA: steps per wall-second measured on this side from live events only (replayed records carry no time).
     rate_anchor: tuple[float, int] | None = None
     steps_per_second: float | None = None
+    anchor_at_epoch: bool = False  # the first epoch of a (re)start carries one-off costs: re-anchor after it
 
     @property
     def total_steps(self) -> int:
@@ -108,7 +109,8 @@ class RunState:
         return [self.points[k] for k in sorted(self.points)]
 
     def reset_rate(self) -> None:
-        """Forget the throughput window (at a (re)start, and after a pause: paused time is not training)."""
+        """Forget the throughput window (at a (re)start, and after a pause: paused time is not training). The
+        window opens at the next step event, not at the start: building the data and model is not training."""
         self.rate_anchor, self.steps_per_second = None, None
 
     def _measure(self, now: float | None) -> None:
@@ -133,7 +135,7 @@ class RunState:
             self.started, self.finished = event, None
             self.global_step = event.start_epoch * event.steps_per_epoch
             self.reset_rate()
-            self._measure(now)
+            self.anchor_at_epoch = True
             return {HEADER}
         if isinstance(event, EpochEnd):
             return self._apply_epoch(event, now)
@@ -158,7 +160,10 @@ class RunState:
         self.images_per_second = e.images_per_second
         if self.started is not None:
             self.global_step = max(self.global_step, e.epoch * self.started.steps_per_epoch)
-        self._measure(now)
+        if self.anchor_at_epoch and now is not None:  # keep the rate so far, measure afresh from here
+            self.rate_anchor, self.anchor_at_epoch = (now, self.global_step), False
+        else:
+            self._measure(now)
         macs_dense = self.started.macs_dense if self.started is not None else None
         self.points[e.epoch] = epoch_point(e, macs_dense)
         self.optimizer = dict(e.optimizer or {})

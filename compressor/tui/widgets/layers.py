@@ -24,6 +24,7 @@ class LayerTable(DataTable):
         super().__init__(id=id, classes="panel", cursor_type="row", zebra_stripes=True)
         self.border_title = "channels per layer"
         self.rows_shown: dict[str, tuple[int, int]] = {}
+        self.note = ""
 
     def on_mount(self) -> None:
         self.add_column("layer", key="layer")
@@ -47,9 +48,23 @@ class LayerTable(DataTable):
                 self.update_cell(key, "bar", bar)
                 self.update_cell(key, "pct", pct)
         self.rows_shown = {str(r["layer"]): (int(r["kept"]), int(r["total"])) for r in layers}
+        self.note = note
+        self._fit_subtitle()
+
+    def on_resize(self) -> None:
+        self._fit_subtitle()
+
+    def _fit_subtitle(self) -> None:
+        """The footer as long as the border has room for: a cut-off footer reads as a different number."""
+        if not self.rows_shown:
+            return
         kept = sum(k for k, _ in self.rows_shown.values())
         total = sum(t for _, t in self.rows_shown.values())
-        self.border_subtitle = f"{kept}/{total} kept · {note}"
+        short = self.note.split(" (")[0]
+        room = self.size.width - 4 if self.size.width else 10**6
+        options = [f"{kept}/{total} kept · {self.note}", f"{kept}/{total} · {self.note}",
+                   f"{kept}/{total} kept · {short}", f"{kept}/{total} kept"]
+        self.border_subtitle = next((text for text in options if len(text) <= room), options[-1])
 
     @staticmethod
     def _cells(row: dict[str, Any]) -> tuple[str, Text, Text, Text]:

@@ -16,6 +16,40 @@ LABELS = {"temperature": "temperature", "t_eff": "T eff", "tau_mean": "τ mean",
 SHOWN_ELSEWHERE = {"c2", "samples"}  # folded into "learning rate C2" and "samples collected"
 
 
+TAU = ("tau_mean", "tau_min", "tau_max")
+
+
+def tau_row(opt: dict[str, Any]) -> dict[str, str]:
+    """τ as one row: its value when every weight shares it (the usual case), else mean and range."""
+    mean = opt.get("tau_mean")
+    low, high = opt.get("tau_min", mean), opt.get("tau_max", mean)
+    if mean is None or low is None or high is None:
+        return {LABELS[k]: fmt(opt[k]) for k in TAU if k in opt}
+    if high - low <= 1e-3 * max(abs(mean), 1e-12):
+        return {"τ (every weight)": fmt(mean)}
+    return {"τ mean (min–max)": f"{mean:.4g} ({low:.3g}–{high:.3g})"}
+
+
+def estep_rows(state: RunState) -> dict[str, str]:
+    """The E-step's headline number named for what it is: the evidence rule's mean slab probability p*, or
+    the paper rule's π, which a pruning target sets (the recipe's `method.pi` is then only its start)."""
+    e = state.estep
+    assert e is not None
+    recipe = state.started.recipe if state.started is not None else {}
+    target = (recipe.get("prune") or {}).get("target")
+    method = recipe.get("method") or {}
+    if e.rule == "evidence":
+        rows = {"E-step mean p*": f"{e.pi:.3g}", "groups unsure": str(e.uncertain)}
+    elif target is not None:
+        rows = {"E-step π, set by the budget": f"{e.pi:.3g}"}
+    elif method.get("update_pi"):
+        rows = {"E-step π, learned": f"{e.pi:.3g}"}
+    else:
+        rows = {"E-step π (method.pi)": f"{e.pi:.3g}"}
+    rows["groups on spike"] = f"{e.spiked}/{e.total_groups}"
+    return rows
+
+
 def fmt(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
@@ -41,15 +75,15 @@ class OptimizerPanel(Static):
         if lr is not None:
             values["learning rate C2"] = f"{lr:.4g}"
         for key, value in opt.items():
-            if key not in SHOWN_ELSEWHERE:
+            if key in TAU:
+                values.update(tau_row(opt))
+            elif key not in SHOWN_ELSEWHERE:
                 values[LABELS.get(key, key)] = fmt(value)
         samples = max(state.samples, int(opt.get("samples", 0)))
         if samples or "samples" in opt or "cycle" in opt:
             values["samples collected"] = str(samples)
         if state.estep is not None:
-            e = state.estep
-            values["E-step π"] = f"{e.pi:.3g}"
-            values["groups on spike"] = f"{e.spiked}/{e.total_groups}"
+            values.update(estep_rows(state))
         self.values = values
         table = Table.grid(padding=(0, 1), expand=True)
         table.add_column(style="dim", no_wrap=True)
