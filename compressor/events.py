@@ -34,6 +34,7 @@ class RunStarted(Event):
     recipe: dict[str, Any]
     start_epoch: int = 0
     resumed: bool = False
+    input_shape: list[int] | None = None  # one example's shape as the model sees it (C, H, W) or (d,)
 
 
 @dataclass

@@ -3,6 +3,7 @@ the command ends; --follow prints what a live run appends until it finishes."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -80,3 +81,14 @@ def test_follow_prints_appended_lines_until_the_run_finishes(finished_run: Path,
         proc.kill()
     assert proc.returncode == 0, err
     assert rest.splitlines()[0].startswith("epoch 2/2") and rest.splitlines()[-1].startswith("finished: acc ")
+
+
+def test_the_first_line_shows_the_input_size_the_run_recorded(finished_run: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / finished_run.name
+    run_dir.mkdir()
+    first, *rest = (finished_run / "metrics.jsonl").read_text().splitlines(keepends=True)
+    started = {**json.loads(first), "input_shape": [3, 8, 8]}
+    (run_dir / "metrics.jsonl").write_text(json.dumps(started) + "\n" + "".join(rest))
+    result = CliRunner().invoke(app, ["dashboard", str(run_dir), "--no-tui"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0].startswith("training resnet20 on digits (64 train / 32 eval, input 3x8x8)")

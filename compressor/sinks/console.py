@@ -46,7 +46,8 @@ def event_line(event: Event) -> str | None:
     before it: `Narrator` words that one."""
     if isinstance(event, RunStarted):
         verb = "resuming" if event.resumed else "training"
-        return (f"{verb} {event.model} on {event.dataset} ({event.n_train} train / {event.n_val} eval) with "
+        shape = f", input {'x'.join(map(str, event.input_shape))}" if event.input_shape else ""
+        return (f"{verb} {event.model} on {event.dataset} ({event.n_train} train / {event.n_val} eval{shape}) with "
                 f"{event.method} on {event.device}: {event.epochs} epochs x {event.steps_per_epoch} steps; "
                 f"run dir {event.run_dir}")
     if isinstance(event, EpochEnd):
