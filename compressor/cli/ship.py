@@ -53,6 +53,49 @@ def export(
 
 
 @app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(metavar="RUN_DIR|MODEL.pt|MODEL.onnx", help="a run directory, or a file "
+                                          "written by `compressor export`")],
+    inputs: Annotated[list[Path], typer.Argument(metavar="INPUTS...", help="image files, folders of images, or "
+                                                 ".npz files with an array X")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", metavar="FILE.csv|FILE.json",
+                                                help="write here (default: CSV on stdout)")] = None,
+    ood_threshold: Annotated[float | None, typer.Option("--ood-threshold", metavar="NATS",
+                                                        help="flag inputs whose predictive entropy exceeds this "
+                                                        "(ln K is a uniform guess over K classes)")] = None,
+    checkpoint: Annotated[str, typer.Option("--checkpoint", metavar="last|best",
+                                            help="a run directory's checkpoint, when it has no posterior samples "
+                                            "or with --no-bma")] = "last",
+    no_bma: Annotated[bool, typer.Option("--no-bma", help="a run directory's checkpoint instead of the average "
+                                         "of its posterior samples")] = False,
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing output file")] = False,
+) -> None:
+    """Predict each input's class with its probability, predictive entropy and, from posterior samples, their
+    disagreement; --ood-threshold flags the uncertain ones."""
+    with friendly_errors():
+        if output is not None and output.suffix not in (".csv", ".json"):
+            fail(f"-o {output}: the file name must end in .csv or .json", 2)
+        if ood_threshold is not None and ood_threshold < 0:
+            fail(f"--ood-threshold {ood_threshold}: an entropy is at least 0", 2)
+        if checkpoint not in ("last", "best"):
+            fail(f"--checkpoint {checkpoint}: expected last or best", 2)
+        from compressor.export.predict import load_predictor, max_entropy, read_inputs, write
+        from compressor.export.predict import predict as run_predict
+
+        predictor = load_predictor(model, checkpoint, bma=not no_bma)
+        names, x = read_inputs(inputs, predictor)
+        rows = run_predict(predictor, names, x, ood_threshold)
+        header = {"model": predictor.source, "classes": predictor.classes, "ood_threshold": ood_threshold,
+                  "max_entropy": max_entropy(predictor)}
+        write(rows, output, force, header, typer.echo)
+        flagged = sum(bool(r.get("uncertain")) for r in rows)
+        tail = (f"; {flagged} uncertain (entropy > {ood_threshold:g} nats)" if ood_threshold is not None else "")
+        typer.echo(f"{len(rows)} prediction{'s' if len(rows) != 1 else ''} from {predictor.source}{tail}; entropy ln "
+                   f"{len(predictor.classes)} = "
+                   f"{max_entropy(predictor):.3f} is a uniform guess", err=True)
+
+
+@app.command()
 def compare(
     recipe: Annotated[Path | None, typer.Argument(metavar="RECIPE", help="recipe YAML giving model, data and "
                                                   "train (its method section seeds that method's settings)")] = None,

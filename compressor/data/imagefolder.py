@@ -48,7 +48,7 @@ STATS_SAMPLE = 1000
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 # What PIL raises for unreadable, truncated or hostile files.
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
 def decode(path: str, size: int) -> np.ndarray:
@@ -86,7 +86,7 @@ def decode_all(paths: list[str], size: int) -> tuple[np.ndarray, dict[int, str]]
     def work(i: int) -> None:
         try:
             out[i] = decode(paths[i], size)
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             failed[i] = str(exc) or type(exc).__name__
 
     _run_parallel(work, len(paths))
@@ -100,7 +100,7 @@ def check_all(paths: list[str]) -> dict[int, str]:
     def work(i: int) -> None:
         try:
             _check_header(paths[i])
-        except _DECODE_ERRORS as exc:
+        except DECODE_ERRORS as exc:
             failed[i] = str(exc) or type(exc).__name__
 
     _run_parallel(work, len(paths))
@@ -130,7 +130,7 @@ class ImageFileDataset(BatchDataset):
         for j, i in enumerate(rows):
             try:
                 out[j] = decode(self.paths[i], self.size)
-            except _DECODE_ERRORS as exc:
+            except DECODE_ERRORS as exc:
                 raise DataError(f"cannot read image {self.paths[i]}: {exc}") from None
         x = torch.from_numpy(out)
         if self.augment is not None:
@@ -166,7 +166,7 @@ def typical_side(paths: list[str]) -> int | None:
         try:
             with Image.open(path) as img:
                 sides.append(min(img.size))
-        except _DECODE_ERRORS:
+        except DECODE_ERRORS:
             continue
     return int(np.median(sides)) if sides else None
 
