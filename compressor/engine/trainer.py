@@ -275,7 +275,8 @@ class Trainer:
                              device=str(self.s.device), epochs=cfg.epochs, steps_per_epoch=ctx.steps_per_epoch,
                              n_train=ctx.n_train, n_val=len(self.s.data.val),
                              params=M.count_params(self.s.model)[0], macs_dense=self.macs_dense,
-                             recipe=recipe.to_dict(), start_epoch=self.progress.epoch, resumed=resumed))
+                             recipe=recipe.to_dict(), start_epoch=self.progress.epoch, resumed=resumed,
+                             input_shape=list(self.s.data.input_shape)))
         if self.ranks.world > 1:
             self.emit(Log(level="info", message=f"data parallel over {self.ranks.world} processes, "
                                                 f"{cfg.batch_size // self.ranks.world} examples each per step"))
