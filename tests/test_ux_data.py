@@ -46,7 +46,7 @@ def test_small_images_train_at_their_own_size_and_the_run_says_so(tmp_path: Path
     assert summary["input_shape"] == [3, 16, 16]
     assert summary["macs_dense"] < 12e6  # ResNet-20 at 16 px, not the ~2 G MACs at 224 px
     lines = result.stderr.splitlines()
-    assert lines[0].startswith("training resnet20 on imagefolder")
+    assert lines[0].startswith("training resnet20 on imagefolder (19 train / 5 eval, input 3x16x16)")
     assert lines[1] == ("[warning] imagefolder: images are used at 16x16 px (the images' median shorter side is "
                         "16 px); set data.image_size to change it")
 
