@@ -56,7 +56,8 @@ class DataConfig(Section):
                             "train.seed never moves them, so every seed is scored on the same examples")
     augment: bool | None = Field(None, description="None = the dataset's default augmentation")
     download: bool = Field(False, description="cifar: download with torchvision (needs network)")
-    image_size: int | None = Field(None, gt=0, description="imagefolder: resize to this size (default 224)")
+    image_size: int | None = Field(None, gt=0, description="imagefolder: resize to this size (default: the "
+                                   "images' own size, at most 224)")
     cache: bool | None = Field(None, description="imagefolder: decode all images into memory once")
     workers: int | None = Field(None, ge=0, description="DataLoader workers; None = chosen for the device")
     pin_memory: bool | None = Field(None, description="page-locked batches for faster copies; None = on CUDA")

@@ -213,11 +213,6 @@ def _check_schedule(recipe: Recipe, at: Callable[..., str]) -> list[str]:
         key = ("prune", "start_epoch") if prune.start_epoch is not None else ("method", "warmup_epochs")
         return [(f"{at(*key)}: {'.'.join(key)}: the schedule starts at epoch {start}, after the removal at epoch "
                 f"{target} (prune.target_epoch); lower {'.'.join(key)}")]
-    if cls.removes_between_epochs and target >= epochs:
-        key = ("prune", "target_epoch") if prune.target_epoch is not None else ("train", "epochs")
-        return [f"{at(*key)}: {'.'.join(key)}: '{recipe.method.name}' removes the target's channels at the start "
-                f"of epoch {target + 1} and the run has {epochs}; raise train.epochs above {target}"
-                + (f", or set prune.target_epoch to at most {epochs - 1}, {hint}" if epochs > 1 else "")]
     return []
 
 

@@ -41,28 +41,26 @@ def test_absolute_epochs_still_work_and_bad_ones_name_the_key() -> None:
     assert (schedule(recipe).start_epoch, schedule(recipe).target_epoch) == (2, 6)
     with pytest.raises(RecipeError) as info:
         load_recipe(QUICKSTART, ["prune.target_epoch=12"])
-    assert info.value.problems == ["--set prune.target_epoch=12: prune.target_epoch: epoch 12 is past the run's "
+    assert info.value.problems == [("--set prune.target_epoch=12: prune.target_epoch: epoch 12 is past the run's "
                                    "8 epochs (train.epochs); set it to at most 8, or a fraction of the run such "
-                                   "as 0.6"]
+                                   "as 0.6")]
     with pytest.raises(RecipeError, match="prune.target_epoch: an epoch must be a whole number"):
         load_recipe(QUICKSTART, ["prune.target_epoch=1.5"])
 
 
-def test_a_removal_after_the_last_epoch_is_refused_not_skipped() -> None:
-    """emmcmc removes at the start of epoch target_epoch + 1: a target at the run's end never happened."""
-    with pytest.raises(RecipeError) as info:
-        load_recipe(QUICKSTART, ["prune.target_epoch=8"])
-    (problem,) = info.value.problems
-    assert problem.startswith("--set prune.target_epoch=8: prune.target_epoch: 'emmcmc' removes")
-    assert "raise train.epochs above 8" in problem and "at most 7" in problem
-    with pytest.raises(RecipeError, match="quickstart.yaml:24: prune.target_epoch: .* raise train.epochs above 1"):
-        load_recipe(QUICKSTART, ["train.epochs=1"])
-    with pytest.raises(RecipeError, match="train.epochs: 'emmcmc' removes .* raise train.epochs above 2"):
-        validate_recipe({"model": {"name": "mlp"}, "data": {"name": "digits"}, "method": {"name": "emmcmc"},
-                         "prune": {"target": 0.5, "granularity": "neuron"}, "train": {"epochs": 2}})
-    # one-shot baselines prune after a step, so their removal may sit at the last epoch boundary
-    validate_recipe({"model": {"name": "mlp"}, "data": {"name": "digits"}, "method": {"name": "l1_filter"},
-                     "prune": {"target": 0.5, "granularity": "neuron", "target_epoch": 2}, "train": {"epochs": 2}})
+def test_a_removal_at_the_run_end_happens_after_the_last_step(tmp_path: Path) -> None:
+    """emmcmc removes at an epoch start; with the target epoch at the run's end no epoch starts there, so it
+    removes after the last step instead of skipping the target (and the final evaluation sees the result)."""
+    recipe = load_recipe(QUICKSTART, ["train.epochs=2", "data.limit=300", "prune.target_epoch=2"])
+    assert schedule(recipe).target_epoch == recipe.train.epochs == 2
+    run_dir = run(recipe, out_dir=tmp_path)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["target_met"] is True and summary["target_achieved"] >= 0.5
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    (removal,) = [r for r in records if r["event"] == "pruned" and r["reason"].startswith("target")]
+    last_epoch = [r for r in records if r["event"] == "epoch"][-1]
+    assert removal["global_step"] == 2 * records[0]["steps_per_epoch"]  # after the last step
+    assert last_epoch["sparsity"]["macs"] == summary["macs"] < summary["macs_dense"] / 1.9
 
 
 def test_a_target_the_network_cannot_reach_is_reported_as_not_met(tmp_path: Path) -> None:

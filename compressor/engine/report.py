@@ -17,13 +17,16 @@ from compressor.recipe import Recipe
 def sparsity_report(model: torch.nn.Module, method: Method, example: torch.Tensor, classifier: str) -> dict[str, Any]:
     """Parameters, MACs of the network with its pruned channels removed, and per-layer kept/total channels."""
     params, nonzero = M.count_params(model)
-    if method.groups is not None and method.pruned is not None and bool(method.pruned.any()):
-        from compressor.prune import shrink
+    if method.groups is not None:  # the same rows (coupled layers) before and after a removal
+        pruned = method.pruned if method.pruned is not None else torch.zeros(len(method.groups), dtype=torch.bool)
+        layers = method.groups.layer_table(pruned)
+        macs, params_shrunk = M.count_macs(model, example), params
+        if bool(pruned.any()):
+            from compressor.prune import shrink
 
-        layers = method.groups.layer_table(method.pruned)
-        small = shrink(model, method.groups, method.pruned)
-        macs = M.count_macs(small, example)
-        params_shrunk = sum(p.numel() for p in small.parameters())
+            small = shrink(model, method.groups, pruned)
+            macs = M.count_macs(small, example)
+            params_shrunk = sum(p.numel() for p in small.parameters())
     else:
         widths = M.conv_linear_widths(model, skip=classifier)
         layers = [{"layer": k, "kept": v, "total": v} for k, v in widths.items()]

@@ -95,8 +95,6 @@ class Method(ABC):
     name: ClassVar[str] = "base"
     config: ClassVar[type[Section]]
     kind: ClassVar[Kind] = "dense"
-    # Whether its target's removal happens at an epoch start (an E-step), so it needs an epoch after it.
-    removes_between_epochs: ClassVar[bool] = False
     optimizer: torch.optim.Optimizer
     groups: GroupSet | None = None  # set when the method prunes
     pruned: Tensor | None = None  # bool per group

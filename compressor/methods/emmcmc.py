@@ -71,7 +71,6 @@ class EMMCMCConfig(AVBConfig):
 class EMMCMCMethod(AVBMethod):
     config = EMMCMCConfig
     kind = "structured"
-    removes_between_epochs = True
     cfg: EMMCMCConfig
 
     @classmethod
@@ -112,9 +111,13 @@ class EMMCMCMethod(AVBMethod):
 
     def after_step(self, epoch: int, global_step: int) -> list[Event]:
         every = self.cfg.estep_every
+        events: list[Event] = []
         if every is not None and epoch >= self.warmup and global_step % every == 0:
-            return self._estep(epoch, global_step)
-        return []
+            events += self._estep(epoch, global_step)
+        if (self.prune_cfg.target is not None and not self.removed_for_target
+                and self.target_epoch >= self.ctx.epochs and global_step == self.ctx.total_steps):
+            events += self._remove_for_target(epoch, global_step)  # no epoch starts after the target epoch
+        return events
 
     def _estep(self, epoch: int, global_step: int) -> list[Event]:
         cfg, groups = self.cfg, self.groups
@@ -154,7 +157,7 @@ class EMMCMCMethod(AVBMethod):
     def _commit_epoch(self, epoch: int) -> bool:
         """The evidence rule decides what the target's removal takes one epoch ahead (when the ramp has one)."""
         return (self.prune_cfg.target is not None and not self.removed_for_target
-                and epoch == self.target_epoch - 1 and epoch > self.start_epoch)
+                and epoch == self.target_epoch - 1 and epoch >= self.start_epoch)
 
     def _commit(self) -> Tensor:
         """Choose the removal set now, on the measured network (the lowest evidence per unit cost, as the
