@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 @dataclass
 class Event:
     kind: ClassVar[str] = "event"
+    persist: ClassVar[bool] = True  # written to metrics.jsonl (live-only events are not)
 
     def to_dict(self) -> dict[str, Any]:
         return {"event": self.kind, **dataclasses.asdict(self)}
@@ -48,6 +49,18 @@ class StepDone(Event):
     accuracy: float
     lr: float
     images_per_second: float
+
+
+@dataclass
+class LiveStep(Event):
+    """Live only (not in metrics.jsonl, so the file never depends on timing): where training is between two
+    StepDone events, at most about twice a second, so a dashboard's step counter and ETA keep moving."""
+
+    kind: ClassVar[str] = "live_step"
+    persist: ClassVar[bool] = False
+    epoch: int
+    global_step: int
+    total_steps: int
 
 
 @dataclass

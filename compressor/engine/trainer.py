@@ -29,13 +29,14 @@ from compressor.engine.report import run_summary, sparsity_report
 from compressor.engine.session import Session, build_session, resolve_device, seed_everything
 from compressor.engine.state import Progress, epoch_seed, load_resume_state, rng_state, set_rng_state
 from compressor.errors import TrainingDiverged
-from compressor.events import EpochEnd, Event, Log, RunFinished, RunStarted, StepDone
+from compressor.events import EpochEnd, Event, LiveStep, Log, RunFinished, RunStarted, StepDone
 from compressor.methods import Method, TrainContext, create_method
 from compressor.recipe import Recipe, resolved_yaml, stored_recipe, validate_recipe
 from compressor.storage.checkpoint import save_checkpoint
 from compressor.storage.rundir import JsonlWriter, create_run_dir, write_json
 
 OnEvent = Callable[[Event], None]
+PROGRESS_SECONDS = 0.5  # between two LiveStep events when StepDone events are further apart
 
 
 @dataclass
@@ -88,7 +89,8 @@ def run(
 
         def emit(event: Event) -> None:
             if writer is not None:
-                writer.write(event.to_dict())
+                if event.persist:
+                    writer.write(event.to_dict())
                 on_event(event)
 
         notes += getattr(s.data, "warnings", [])
@@ -126,6 +128,7 @@ class Trainer:
         self.last_eval: dict[str, Any] = {}
         self.digests: list[str] = []
         self.watch = NonFiniteWatch(dev)
+        self.progress_at = time.perf_counter()  # when the last StepDone or LiveStep event went out
 
     # -- the loop ---------------------------------------------------------------------------------------
     def train(self, state: dict[str, Any] | None, notes: list[str]) -> Path:
@@ -186,6 +189,9 @@ class Trainer:
                 raise TrainingDiverged(diverged_message(self.recipe, "loss", f"epoch {epoch + 1} step {i + 1}"))
             if (i + 1) % self.recipe.train.log_every == 0:
                 window = self.report_step(epoch, i + 1, logits, loss, y, window)
+            elif time.perf_counter() - self.progress_at > PROGRESS_SECONDS:
+                self.progress_at = time.perf_counter()
+                self.emit(LiveStep(epoch=epoch, global_step=progress.global_step, total_steps=self.ctx.total_steps))
             if stop:
                 stopped_at = i + 1
                 break
@@ -218,6 +224,7 @@ class Trainer:
                     window: tuple[float, int]) -> tuple[float, int]:
         """A StepDone event with the throughput since the last one; returns the new throughput window."""
         now, global_step = time.perf_counter(), self.progress.global_step
+        self.progress_at = now
         self.emit(StepDone(epoch=epoch, step=step, global_step=global_step, total_steps=self.ctx.total_steps,
                            loss=float(loss.detach()),
                            accuracy=float((logits.detach().argmax(dim=1) == y).float().mean()),

@@ -13,6 +13,7 @@ from compressor.events import (
     EpochEnd,
     EStep,
     Event,
+    LiveStep,
     Pruned,
     RunFinished,
     RunStarted,
@@ -131,6 +132,10 @@ class RunState:
             self.global_step, self.images_per_second = event.global_step, event.images_per_second
             self._measure(now)
             return {HEADER}  # the live lr is in the header too: redrawing a grid panel repaints the whole grid
+        if isinstance(event, LiveStep):
+            self.global_step = max(self.global_step, event.global_step)
+            self._measure(now)
+            return {HEADER}
         if isinstance(event, RunStarted):
             self.started, self.finished = event, None
             self.global_step = event.start_epoch * event.steps_per_epoch
