@@ -300,7 +300,7 @@ def test_samples_the_exact_posterior_when_t_eff_is_one(fused: bool) -> None:
     For gradients of the MEAN loss the target is exp(-N U). With tau fixed, the chain is underdamped
     Langevin with friction (1 - beta1), step beta2 C2 and a tau-scaled position update; its stationary
     variance is T_eff/(N h) with T_eff = (1 + beta1^2)/((1 - beta1) beta2) * tau C T^2 N. So the
-    posterior needs T^2 = (1 - beta1) beta2 / ((1 + beta1^2) tau C N): T = 1/sqrt(N) (the SPEC's
+    posterior needs T^2 = (1 - beta1) beta2 / ((1 + beta1^2) tau C N): T = 1/sqrt(N) (docs/algorithm.md's
     "posterior" temperature) exactly when tau C = (1 - beta1) beta2 / (1 + beta1^2).
 
     With the paper's beta1 = 0.1 that means C = 1.78 at tau = 0.5 (C2 = 3.2): the chain diverges for
@@ -349,7 +349,7 @@ def test_stationary_covariance_matches_the_discrete_chain(c2: float, beta1: floa
 
 @pytest.mark.parametrize("fused", [False, True])
 def test_preconditioner_reaches_its_fixed_point(fused: bool) -> None:
-    """With eta > 0, tau settles where E[rho update] = 0 (SPEC 1):
+    """With eta > 0, tau settles where E[rho update] = 0 (docs/algorithm.md, section 1):
 
     tau* = 1 / (T C^1.5 sqrt(N (lambda + sqrt(2 + 2 beta1^2) h_ii))), h_ii the diagonal mean-loss
     curvature, because E[xi_prev * g] = h_ii tau sqrt(2 + 2 beta1^2) C^1.5 T. A sampler that used a fresh
@@ -723,7 +723,7 @@ def _first_order_tau(rho_old: torch.Tensor, rho_new: torch.Tensor) -> torch.Tens
 @pytest.mark.parametrize(("nesterov", "xi_storage"), [(False, "regenerate"), (True, "regenerate"), (False, "fp16"),
                                                       (True, "fp32")])
 def test_fused_two_steps_by_hand(nesterov: bool, xi_storage: str, device: str) -> None:
-    """Both steps of the fused kernel against SPEC 1 in float64, with the documented noise and tau: step 1
+    """Both steps of the fused kernel against the update of docs/algorithm.md section 1 in float64, with the documented noise and tau: step 1
     injects xi(seed, 0) (rounded to the stored dtype, if stored) and has no xi_prev term; step 2's rho update
     uses exactly that injected xi again, recomputed or read back. eta is large here (|drho| ~ 0.1), so the
     first-order tau of the weight update is visibly not the sigmoid of the new rho."""
@@ -958,7 +958,7 @@ def test_fused_falls_back_to_the_multi_tensor_step_with_one_warning(monkeypatch:
 
 
 def test_spike_and_slab_selects_exactly_the_true_inputs() -> None:
-    """SPEC 4's demo: a 1000-5-3-1 MLP on 1000 equicorrelated (rho = 0.5) inputs, 5 of which matter.
+    """The paper's sparse demo: a 1000-5-3-1 MLP on 1000 equicorrelated (rho = 0.5) inputs, 5 of which matter.
 
     Groups are the input columns of the first Linear. After 10 warm-up epochs an E-step each epoch sets
     their decay to p* lambda1 + (1 - p*) lambda0, and columns whose RMS drops below 0.02 are pruned for

@@ -1,4 +1,4 @@
-"""The `nesterov` form of AdaptiveSGHMC next to the classical one of SPEC 1. Without noise and with tau frozen
+"""The `nesterov` form of AdaptiveSGHMC next to the classical one (docs/algorithm.md, section 1). Without noise and with tau frozen
 at 1/2 each is SGD at lr = C2 / 2 (heavy-ball or Nesterov) step for step; with noise, the Nesterov form still
 samples the exact posterior of a conjugate Gaussian model."""
 
