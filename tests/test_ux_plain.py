@@ -44,7 +44,7 @@ def test_dashboard_into_a_file_prints_the_run_and_exits(finished_run: Path, tmp_
             proc.kill()
     assert proc.returncode == 0, err
     lines = listing.read_text().splitlines()
-    assert lines[0].startswith("training resnet20 on digits (64 train / 32 eval) with sgd")
+    assert lines[0].startswith("training resnet20 on digits (64 train / 32 eval, input 1x8x8) with sgd")
     assert [line.split("  ")[0] for line in lines if line.startswith("epoch ")] == ["epoch 1/2", "epoch 2/2"]
     assert lines[-1].startswith("finished: acc ")
     assert "\x1b" not in listing.read_text()  # no escape sequences of a full-screen app
