@@ -20,6 +20,8 @@ from compressor.prune import build_groups, select_for_target
 from compressor.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
+QUICKSTART = ROOT / "recipes" / "quickstart.yaml"
+EVIDENCE = ["method.rule=evidence"]  # the default (`auto`) takes the paper's rule under a target
 
 
 class Toy(nn.Module):
@@ -45,7 +47,7 @@ def toy_method(tmp_path: Path, **cfg: object) -> EMMCMCMethod:
     ctx = TrainContext(model=model, n_train=1000, steps_per_epoch=10, epochs=8, device=torch.device("cpu"),
                        example_input=example, classifier_name="fc", run_dir=tmp_path,
                        prune=PruneConfig(target=0.3, start_epoch=1, target_epoch=6, round_to=1))
-    return EMMCMCMethod(EMMCMCConfig(**cfg), ctx)
+    return EMMCMCMethod(EMMCMCConfig(**{"rule": "evidence", **cfg}), ctx)
 
 
 def set_evidence(method: EMMCMCMethod, mean: list[float], stderr: list[float], steps: int = 25) -> None:
@@ -108,7 +110,7 @@ def test_cost_aware_selection_removes_the_expensive_useless_group(tmp_path: Path
 
 @pytest.fixture(scope="module")
 def quickstart_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The quickstart as shipped, and the same run with the spike's decay monkeypatched away."""
+    """The quickstart with the evidence rule, and the same run with the spike's decay monkeypatched away."""
     out = tmp_path_factory.mktemp("runs")
     shrunk: dict[str, list[float]] = {"spike": [], "none": []}
     original_prune = EMMCMCMethod._prune
@@ -123,11 +125,11 @@ def quickstart_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
     runs = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(EMMCMCMethod, "_prune", recording_prune("spike"))
-        runs["spike"] = run(load_recipe(ROOT / "recipes" / "quickstart.yaml"), out_dir=out / "spike")
+        runs["spike"] = run(load_recipe(QUICKSTART, EVIDENCE), out_dir=out / "spike")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(EMMCMCMethod, "_prune", recording_prune("none"))
         patch.setattr(emmcmc_module, "group_decay", lambda p, slab, spike: torch.zeros_like(p))
-        runs["none"] = run(load_recipe(ROOT / "recipes" / "quickstart.yaml"), out_dir=out / "none")
+        runs["none"] = run(load_recipe(QUICKSTART, EVIDENCE), out_dir=out / "none")
     return {**runs, "shrunk": shrunk}  # type: ignore[dict-item]
 
 
@@ -151,3 +153,16 @@ def test_removal_costs_under_two_points_on_the_quickstart(quickstart_runs: dict)
     assert any(r["uncertain"] > 0 for r in esteps)  # p* is not 0/1 for every group
     reduction = 1 - summary["macs"] / summary["macs_dense"]
     assert 0.5 <= reduction <= 0.515
+
+
+def test_auto_rule_takes_each_benchmarks_winner(tmp_path: Path) -> None:
+    """Under a target the paper's rule won the CIFAR benchmark; without one the evidence rule won variable
+    selection (benchmarks/RESULTS.md)."""
+    with_target = toy_method(tmp_path, rule="auto")
+    assert with_target.rule == "paper" and with_target.evidence is None
+    model = Toy()
+    ctx = TrainContext(model=model, n_train=1000, steps_per_epoch=10, epochs=8, device=torch.device("cpu"),
+                       example_input=torch.zeros(1, 3, 16, 16), classifier_name="fc", run_dir=tmp_path,
+                       prune=PruneConfig())
+    without = EMMCMCMethod(EMMCMCConfig(), ctx)
+    assert without.rule == "evidence" and without.evidence is not None

@@ -2,14 +2,16 @@
 between slab (small decay) and spike (large decay) and removes spiked groups for good: training and structured
 pruning in one run (docs/algorithm.md, sections 3 and 4).
 
-Two E-step rules (`method.rule`):
+Two E-step rules (`method.rule`; `auto`, the default, takes each benchmark's winner: `paper` under a target,
+`evidence` without one, benchmarks/RESULTS.md):
 - `evidence` (with `prune.target`): each group's evidence is the chain's estimate of the training loss its
   removal would cost (`methods/evidence.py`), weighed against what it costs (MACs or params); p*_g is the
   probability, under the chain's spread of that estimate, that the group is worth its cost at the price that
   spikes the ramp's share of the cost. The spike's pull grows over the ramp, and at the target epoch the
   lowest evidence-per-cost groups go (the same measured-cost selection as the one-shot baselines).
+- `evidence` without a target: each group against the Occam factor of its weights (variable selection).
 - `paper`: the paper's log-odds of the two Gaussians on the group statistic (BatchNorm scale), with pi set so
-  the smallest log-odds up to the ramp's share go to the spike; also what `evidence` uses without a target.
+  the smallest log-odds up to the ramp's share go to the spike.
 
 Either way the spiked share ramps linearly from the schedule's start to its target epoch, the removal at the
 target epoch is chosen on the *measured* shrunk network, and after it every live group is slab: the per-group
@@ -48,8 +50,10 @@ class EMMCMCConfig(AVBConfig):
     """The avb optimizer plus the spike-and-slab group prior with E-step and hard pruning."""
 
     name: Literal["emmcmc"] = "emmcmc"  # type: ignore[assignment]
-    rule: Literal["evidence", "paper"] = Field("evidence", description="E-step: the chain's evidence per unit "
-                                               "cost (needs prune.target) or the paper's BatchNorm-scale log-odds")
+    rule: Literal["auto", "evidence", "paper"] = Field(
+        "auto", description="E-step: `evidence` (the chain's evidence per unit of cost, or against the Occam factor "
+        "without a target), `paper` (the paper's BatchNorm-scale log-odds), `auto` (the benchmarks' winners: "
+        "paper under a prune.target, evidence without one)")
     lambda0: float = Field(0.05, gt=0, description="spike precision per datum (large decay)")
     commit_pull: float = Field(10.0, ge=1, description="evidence rule: the spike's strength, in lambda0, on the "
                                "groups committed to removal during the epoch before it (they reach ~0 first)")
@@ -94,7 +98,8 @@ class EMMCMCMethod(AVBMethod):
         self.evidence: ChainEvidence | None = None
         self.inclusion_sum: Tensor | None = None  # p* summed over the posterior samples' epochs
         self.inclusion_count = 0
-        if cfg.rule == "evidence" and (ctx.prune.target is None or self.groups.removable):
+        self.rule = cfg.rule if cfg.rule != "auto" else ("paper" if ctx.prune.target is not None else "evidence")
+        if self.rule == "evidence" and (ctx.prune.target is None or self.groups.removable):
             batch = max(1, round(ctx.n_train / max(1, ctx.steps_per_epoch)))
             self.evidence = ChainEvidence(self.groups, ctx.n_train, batch)
 
@@ -148,7 +153,7 @@ class EMMCMCMethod(AVBMethod):
         events.append(EStep(epoch=epoch + 1, global_step=global_step, pi=pi, spiked=int(spiked.sum()),
                             total_groups=len(groups),
                             spike_cost_fraction=float(cost[spiked].sum() / cost.sum().clamp_min(1e-12)),
-                            rule=cfg.rule if self.evidence is not None else "paper", uncertain=unsure))
+                            rule="evidence" if self.evidence is not None else "paper", uncertain=unsure))
         collapsed = spiked & (groups.statistic().cpu() < self.prune_cfg.hard_threshold) & ~self.pruned
         if bool(collapsed.any()):
             events += self._prune(self.pruned | collapsed, epoch, global_step, "statistic below hard_threshold")
