@@ -29,7 +29,7 @@ from compressor.tui.widgets import CurvePlot, EventLog, LayerTable, OptimizerPan
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = [(100, 30), (180, 50)]
 # emmcmc on little digits data: channels removed after epoch 2, a posterior sample at epoch 3.
-TINY = ["train.epochs=3", "data.limit=128", "data.val_limit=64", "train.batch_size=32"]
+TINY = ["train.epochs=3", "data.limit=128", "data.val_limit=64", "train.batch_size=32", "method.rule=evidence"]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
