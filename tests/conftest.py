@@ -34,6 +34,19 @@ def quickstart() -> Path:
     return ROOT / "recipes" / "quickstart.yaml"
 
 
+def train_quickstart(out: Path, overrides: list[str]) -> Path:
+    """`compressor train recipes/quickstart.yaml --set ... --no-tui` through the real CLI; its run directory."""
+    from typer.testing import CliRunner
+
+    from compressor.cli import app
+
+    args = [arg for text in overrides for arg in ("--set", text)]
+    result = CliRunner().invoke(app, ["train", str(ROOT / "recipes" / "quickstart.yaml"), *args, "--no-tui",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return Path(result.stdout.strip())
+
+
 def write_cifar10(root: Path, n_train: int = 200, n_test: int = 100, seed: int = 0) -> Path:
     """CIFAR-10 in torchvision's on-disk pickle format, with a class-dependent colour so nets can learn it."""
     import pickle

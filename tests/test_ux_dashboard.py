@@ -25,6 +25,7 @@ from compressor.events import EpochEnd, RunStarted, StepDone, event_from_record
 from compressor.tui.app import Dashboard
 from compressor.tui.messages import EngineEvent, StepProgress
 from compressor.tui.widgets import CurvePlot, EventLog, LayerTable, OptimizerPanel, ReliabilityPlot
+from tests.conftest import train_quickstart
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = [(100, 30), (180, 50)]
@@ -35,12 +36,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    out = tmp_path_factory.mktemp("runs")
-    args = [arg for text in TINY for arg in ("--set", text)]
-    result = CliRunner().invoke(cli, ["train", str(ROOT / "recipes" / "quickstart.yaml"), *args, "--no-tui",
-                                      "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return [json.loads(line) for line in (Path(result.stdout.strip()) / "metrics.jsonl").read_text().splitlines()]
+    run_dir = train_quickstart(tmp_path_factory.mktemp("runs"), TINY)
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def write(tmp_path: Path, records: list[dict]) -> Path:

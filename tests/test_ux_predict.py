@@ -14,6 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from compressor.cli import app
+from tests.conftest import train_quickstart
 
 ROOT = Path(__file__).resolve().parent.parent
 # emmcmc removes half the MACs and keeps two posterior samples of the pruned network.
@@ -24,12 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("runs")
-    args = [arg for text in TINY for arg in ("--set", text)]
-    result = runner.invoke(app, ["train", str(ROOT / "recipes" / "quickstart.yaml"), *args, "--no-tui",
-                                 "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    run_dir = Path(result.stdout.strip())
+    run_dir = train_quickstart(tmp_path_factory.mktemp("runs"), TINY)
     assert len(list((run_dir / "samples").glob("sample-*.pt"))) == 2
     return run_dir
 

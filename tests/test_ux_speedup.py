@@ -15,6 +15,7 @@ from compressor.cli import app
 from compressor.compare.leaderboard import aggregate, markdown, run_metrics
 from compressor.compare.runner import export_report
 from compressor.export.pipeline import timing_summary
+from tests.conftest import train_quickstart
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["train.epochs=1", "data.limit=64", "data.val_limit=32", "train.batch_size=32", "method={name: sgd}",
@@ -63,12 +64,7 @@ def test_a_speedup_beyond_the_mac_reduction_is_flagged() -> None:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("runs")
-    args = [arg for text in TINY for arg in ("--set", text)]
-    result = runner.invoke(app, ["train", str(ROOT / "recipes" / "quickstart.yaml"), *args, "--no-tui",
-                                 "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return Path(result.stdout.strip())
+    return train_quickstart(tmp_path_factory.mktemp("runs"), TINY)
 
 
 def test_export_report_stores_the_spread_and_says_how_it_timed(run_dir: Path, tmp_path: Path) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,15 +63,13 @@ class Progress:
     last_bma: dict[str, Any] | None = None
     best_accuracy: float = -1.0
 
-    FIELDS: ClassVar[tuple[str, ...]] = ("epoch", "step_in_epoch", "global_step", "train_seconds", "images_seen", "partial", "last_bma",
-              "best_accuracy")
-
     @classmethod
     def from_checkpoint(cls, state: dict[str, Any]) -> Progress:
-        return cls(**{name: state.get(name, getattr(cls, name, None)) for name in cls.FIELDS})
+        """The counters a checkpoint holds (an older one without `last_bma` / `best_accuracy` gets the defaults)."""
+        return cls(**{f.name: state[f.name] for f in fields(cls) if f.name in state})
 
     def to_checkpoint(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.FIELDS} | {"partial": dict(self.partial)}
+        return asdict(self)
 
     def add_epoch_totals(self, loss: float, correct: float, seen: int, seconds: float) -> None:
         self.train_seconds += seconds

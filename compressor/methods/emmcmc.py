@@ -21,6 +21,7 @@ cost estimates overlap, so a held share would otherwise keep spiking live groups
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -238,7 +239,7 @@ class EMMCMCMethod(AVBMethod):
         return self.groups.costs(kind)
 
     # -- hard pruning -----------------------------------------------------------------------------------
-    def _paper_candidates(self, s: Tensor, m: Tensor) -> Any:
+    def _paper_candidates(self, s: Tensor, m: Tensor) -> Callable[[float], Tensor]:
         def candidate(share: float) -> Tensor:
             choice = pi_for_budget(s, m, self._costs(), share, n_data=self.ctx.n_train,
                                    lambda1=self.cfg.weight_decay, lambda0=self.cfg.lambda0)
@@ -248,7 +249,7 @@ class EMMCMCMethod(AVBMethod):
 
         return candidate
 
-    def _ratio_candidates(self, evidence: Tensor) -> Any:
+    def _ratio_candidates(self, evidence: Tensor) -> Callable[[float], Tensor]:
         ratio = (evidence.double() / self._costs().cpu()).masked_fill(self.pruned, -float("inf"))
         kind = self.prune_cfg.target_kind
         return lowest_first(self.groups, ratio, kind, self.prune_cfg.round_to)
@@ -260,7 +261,7 @@ class EMMCMCMethod(AVBMethod):
         score = s.detach().cpu().double().masked_fill(self.pruned, -float("inf"))
         return self.groups.round_kept(pruned, score, self.prune_cfg.round_to) | self.pruned
 
-    def _target_family(self, candidate: Any, score: Tensor) -> tuple[float, Tensor]:
+    def _target_family(self, candidate: Callable[[float], Tensor], score: Tensor) -> tuple[float, Tensor]:
         """Smallest share of `candidate`'s family whose removal cuts the *measured* MACs/params by the target,
         and the set to remove: that member, or one landing closer to the target (`land_on_target`)."""
         cfg = self.prune_cfg

@@ -30,8 +30,9 @@ class ChainEvidence:
         self.reset()
 
     def reset(self) -> None:
-        self.total = torch.zeros(len(self.groups), dtype=torch.float64)
-        self.total_sq = torch.zeros(len(self.groups), dtype=torch.float64)
+        # kept on the model's device and read back only by `estimate`: observing never waits for the device
+        self.total = torch.zeros(len(self.groups), dtype=torch.float64, device=self.groups.device)
+        self.total_sq = torch.zeros_like(self.total)
         self.count = 0
 
     @torch.no_grad()
@@ -40,21 +41,24 @@ class ChainEvidence:
         products = {p: p.detach() * p.grad for p in self.params if p.grad is not None}
         if not products:
             return
-        e = self.groups.slice_sums(products).double().cpu().square() * self.scale
+        e = self.groups.slice_sums(products).double().square().mul_(self.scale).to(self.total.device)
         self.total += e
         self.total_sq += e * e
         self.count += 1
 
     def estimate(self) -> tuple[Tensor, Tensor]:
-        """(mean, standard error of the mean) per group; zeros before any observation."""
+        """(mean, standard error of the mean) per group, on the CPU; zeros before any observation."""
         n = max(1, self.count)
-        mean = self.total / n
-        var = (self.total_sq / n - mean.square()).clamp_min(0.0) * n / max(1, n - 1)
+        mean = self.total.cpu() / n
+        var = (self.total_sq.cpu() / n - mean.square()).clamp_min(0.0) * n / max(1, n - 1)
         return mean, (var / n).sqrt()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"total": self.total.clone(), "total_sq": self.total_sq.clone(), "count": self.count}
+        return {"total": self.total.to("cpu", copy=True), "total_sq": self.total_sq.to("cpu", copy=True),
+                "count": self.count}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.total, self.total_sq = state["total"].double().clone(), state["total_sq"].double().clone()
+        device = self.groups.device
+        self.total = state["total"].to(device=device, dtype=torch.float64, copy=True)
+        self.total_sq = state["total_sq"].to(device=device, dtype=torch.float64, copy=True)
         self.count = int(state["count"])
